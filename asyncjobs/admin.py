@@ -1,0 +1,235 @@
+"""Administration of queues and the task store (upstream ``StorageAdmin``, §3.14)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+import nats.errors
+from nats.js import api
+
+from asyncjobs import codec
+from asyncjobs.constants import (
+    QUEUE_CONSUMER,
+    QUEUE_DISCOVERY_SUBJECT,
+    QUEUE_STREAM_PREFIX,
+    TASKS_STREAM,
+    TASKS_SUBJECTS,
+)
+from asyncjobs.errors import ConfigurationError, CorruptDataError, JetStreamError
+from asyncjobs.jsapi import QUEUE_ERRORS, JetStream
+from asyncjobs.queue import Queue
+from asyncjobs.storage import Storage
+from asyncjobs.task import Task, TaskState, validate_name
+from asyncjobs.wiretime import WireTime, parse_time, to_ns
+
+LIST_BATCH: Final = 256
+LIST_FETCH_TIMEOUT_S: Final = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """A queue's settings and what is in it right now."""
+
+    queue: Queue
+    """The queue's settings as the server holds them."""
+    created: datetime | None
+    """When the queue's stream was created."""
+    items: int
+    """Items stored in the queue (waiting, in flight, or being retried)."""
+    pending: int
+    """Items not yet delivered to any worker."""
+    in_flight: int
+    """Items delivered and not yet acknowledged (``ack_pending``)."""
+    redelivered: int
+    """Items delivered more than once and not yet acknowledged."""
+    waiting_pulls: int
+    """Pull requests workers have outstanding."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStoreInfo:
+    """The task store's settings and size."""
+
+    tasks: int
+    """Tasks stored."""
+    bytes: int
+    """Bytes stored."""
+    retention: float | None
+    """Seconds tasks are kept, ``None`` for forever."""
+    replicas: int
+    """Stream replicas."""
+    memory: bool
+    """Whether the store is in memory."""
+
+
+class Admin:
+    """Queue and task-store administration for a connected client (``client.admin``)."""
+
+    def __init__(self, storage: Storage, js: JetStream) -> None:
+        self._storage = storage
+        self._js = js
+
+    async def queue_names(self) -> list[str]:
+        """Names of every queue on the server."""
+        names: list[str] = []
+        offset = 0
+        while True:
+            reply = await self._js.api(
+                "STREAM.NAMES", {"subject": QUEUE_DISCOVERY_SUBJECT, "offset": offset}, "listing queues"
+            )
+            streams = reply.get("streams") or []
+            names.extend(s[len(QUEUE_STREAM_PREFIX) :] for s in streams if s.startswith(QUEUE_STREAM_PREFIX))
+            offset += len(streams)
+            if not streams or offset >= int(reply.get("total", 0)):
+                return sorted(names)
+
+    async def queues(self) -> list[QueueInfo]:
+        """Information on every queue."""
+        return [await self.queue_info(name) for name in await self.queue_names()]
+
+    async def queue_info(self, name: str) -> QueueInfo:
+        """A queue's settings and counts.
+
+        Raises:
+            QueueNotFound: no such queue.
+        """
+        validate_name(name, "queue name")
+        stream_name = QUEUE_STREAM_PREFIX + name
+        what = f"reading queue {name!r}"
+        stream = await self._js.stream_info(stream_name, what)
+        consumer = await self._js.api(f"CONSUMER.INFO.{stream_name}.{QUEUE_CONSUMER}", None, what, errors=QUEUE_ERRORS)
+        queue = Queue(name).with_server_settings(stream.get("config", {}), consumer.get("config", {}))
+        created = stream.get("created")
+        return QueueInfo(
+            queue=queue,
+            created=parse_time(created).to_datetime() if isinstance(created, str) else None,
+            items=int(stream.get("state", {}).get("messages", 0)),
+            pending=int(consumer.get("num_pending", 0)),
+            in_flight=int(consumer.get("num_ack_pending", 0)),
+            redelivered=int(consumer.get("num_redelivered", 0)),
+            waiting_pulls=int(consumer.get("num_waiting", 0)),
+        )
+
+    async def purge_queue(self, name: str) -> None:
+        """Remove every item from a queue (the tasks stay in the store).
+
+        Raises:
+            QueueNotFound: no such queue.
+        """
+        validate_name(name, "queue name")
+        await self._js.api(
+            f"STREAM.PURGE.{QUEUE_STREAM_PREFIX}{name}", None, f"purging queue {name!r}", errors=QUEUE_ERRORS
+        )
+
+    async def delete_queue(self, name: str) -> None:
+        """Delete a queue and its items (the tasks stay in the store).
+
+        Raises:
+            QueueNotFound: no such queue.
+        """
+        validate_name(name, "queue name")
+        await self._js.api(
+            f"STREAM.DELETE.{QUEUE_STREAM_PREFIX}{name}", None, f"deleting queue {name!r}", errors=QUEUE_ERRORS
+        )
+
+    async def tasks_info(self) -> TaskStoreInfo:
+        """The task store's size and settings."""
+        info = await self._js.stream_info(TASKS_STREAM, "reading the task store")
+        config, state = info.get("config", {}), info.get("state", {})
+        max_age = int(config.get("max_age", 0))
+        return TaskStoreInfo(
+            tasks=int(state.get("messages", 0)),
+            bytes=int(state.get("bytes", 0)),
+            retention=max_age / 1e9 if max_age else None,
+            replicas=int(config.get("num_replicas", 1)),
+            memory=config.get("storage") == "memory",
+        )
+
+    async def purge_tasks(self) -> None:
+        """Delete every stored task (queue items whose task is gone are terminated when delivered)."""
+        await self._js.api(f"STREAM.PURGE.{TASKS_STREAM}", None, "purging the task store")
+
+    async def set_task_retention(self, retention: float | timedelta | None) -> None:
+        """Change how long tasks are kept; ``None`` keeps them forever.
+
+        Raises:
+            ConfigurationError: negative retention.
+        """
+        max_age = to_ns(retention, name="retention")
+        info = await self._js.stream_info(TASKS_STREAM, "reading the task store")
+        config: dict[str, Any] = dict(info["config"])
+        config["max_age"] = max_age
+        await self._js.api(f"STREAM.UPDATE.{TASKS_STREAM}", config, "changing the task retention")
+
+    async def delete_task(self, task_id: str) -> None:
+        """Erase one task.
+
+        Raises:
+            TaskNotFound: no such task.
+        """
+        await self._storage.delete_task(validate_name(task_id, "task id"))
+
+    async def tasks(
+        self,
+        *,
+        states: Iterable[TaskState | str] = (),
+        task_type: str | None = None,
+        queue: str | None = None,
+        created_since: datetime | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[Task]:
+        """Iterate over stored tasks, oldest first, keeping those that match every filter given.
+
+        Reads a snapshot through a temporary consumer; tasks stored after the call starts may be missed.
+
+        Raises:
+            ConfigurationError: an invalid filter.
+        """
+        wanted = frozenset(TaskState.parse(s) for s in states)
+        since_ns = None if created_since is None else WireTime.from_datetime(created_since).unix_ns
+        if limit is not None and limit < 1:
+            raise ConfigurationError("limit must be at least 1, or None for no limit")
+        info = await self._js.stream_info(TASKS_STREAM, "listing tasks")
+        if int(info.get("state", {}).get("messages", 0)) == 0:
+            return
+        jsctx = self._js.nc.jetstream(prefix=self._js.prefix)
+        config = api.ConsumerConfig(
+            ack_policy=api.AckPolicy.NONE, deliver_policy=api.DeliverPolicy.ALL, mem_storage=True, inactive_threshold=30
+        )
+        try:
+            sub = await jsctx.pull_subscribe(TASKS_SUBJECTS, stream=TASKS_STREAM, config=config)
+        except Exception as exc:
+            raise JetStreamError(f"listing tasks: cannot create a consumer: {exc}") from exc
+        found = 0
+        try:
+            while True:
+                try:
+                    msgs = await sub.fetch(LIST_BATCH, timeout=LIST_FETCH_TIMEOUT_S)
+                except nats.errors.TimeoutError:
+                    return
+                for msg in msgs:
+                    try:
+                        task = codec.decode_task(msg.data, seq=msg.metadata.sequence.stream)
+                    except CorruptDataError:
+                        continue
+                    if (
+                        (wanted and task.state not in wanted)
+                        or (task_type is not None and task.type != task_type)
+                        or (queue is not None and task.queue != queue)
+                        or (since_ns is not None and task.created_at.unix_ns < since_ns)
+                    ):
+                        continue
+                    yield task
+                    found += 1
+                    if limit is not None and found >= limit:
+                        return
+                if not msgs or msgs[-1].metadata.num_pending == 0:
+                    return
+        finally:
+            # The server reaps the consumer after its inactive threshold anyway.
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()

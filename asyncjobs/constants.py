@@ -1,0 +1,88 @@
+"""Wire names shared with the Go implementation (choria-io/asyncjobs).
+
+Every stream, subject, bucket, header and fixed value that appears on the wire is spelled here once.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Streams and subjects (upstream §2.1).
+TASKS_STREAM: Final = "CHORIA_AJ_TASKS"
+TASKS_SUBJECTS: Final = "CHORIA_AJ.T.*"
+TASK_SUBJECT_PREFIX: Final = "CHORIA_AJ.T."
+QUEUE_STREAM_PREFIX: Final = "CHORIA_AJ_Q_"
+QUEUE_SUBJECT_PREFIX: Final = "CHORIA_AJ.Q."
+QUEUE_DISCOVERY_SUBJECT: Final = "CHORIA_AJ.Q.>"
+QUEUE_CONSUMER: Final = "WORKERS"
+EVENTS_SUBJECTS: Final = "CHORIA_AJ.E.>"
+TASK_EVENT_PREFIX: Final = "CHORIA_AJ.E.task_state."
+TASK_EVENT_WILDCARD: Final = "CHORIA_AJ.E.task_state.*"
+LEADER_EVENT_PREFIX: Final = "CHORIA_AJ.E.leader_election."
+REQUEST_REPLY_PREFIX: Final = "CHORIA_AJ.H.T."
+REQUEST_REPLY_CATCHALL: Final = "catchall"
+CONFIG_BUCKET: Final = "CHORIA_AJ_CONFIGURATION"
+ELECTIONS_BUCKET: Final = "CHORIA_AJ_ELECTIONS"
+ELECTIONS_TTL_NS: Final = 10_000_000_000
+# Our addition: an optional stream keeping lifecycle events so they can be replayed. Go ignores it.
+EVENTS_STREAM: Final = "CHORIA_AJ_EVENTS"
+
+TASKS_STREAM_DESCRIPTION: Final = "Choria Async Jobs Tasks"
+QUEUE_STREAM_DESCRIPTION: Final = "Choria Async Jobs Work Queue"
+CONFIG_BUCKET_DESCRIPTION: Final = "Choria Async Jobs Configuration"
+ELECTIONS_BUCKET_DESCRIPTION: Final = "Choria Async Jobs Leader Elections"
+EVENTS_STREAM_DESCRIPTION: Final = "Choria Async Jobs Lifecycle Events"
+
+# JetStream API (no domain or prefix support upstream, §4.2 item 14; we allow a prefix).
+JS_API_PREFIX: Final = "$JS.API"
+
+# Headers (upstream §2.3).
+HDR_EXPECTED_LAST_SUBJECT_SEQ: Final = "Nats-Expected-Last-Subject-Sequence"
+HDR_MSG_ID: Final = "Nats-Msg-Id"
+HDR_STATUS: Final = "Status"
+HDR_DESCRIPTION: Final = "Description"
+HDR_PENDING_MESSAGES: Final = "Nats-Pending-Messages"
+HDR_AJ_CONTENT_TYPE: Final = "AJ-Content-Type"
+HDR_AJ_HANDLER_DEADLINE: Final = "AJ-Handler-Deadline"
+HDR_AJ_ERROR: Final = "AJ-Error"
+HDR_AJ_TERMINATE: Final = "AJ-Terminate"
+TASK_CONTENT_TYPE: Final = "application/x-asyncjobs-task+json"
+
+# Ack bodies (upstream §2.12).
+ACK: Final = b"+ACK"
+TERM: Final = b"+TERM"
+WPI: Final = b"+WPI"
+NAK_PREFIX: Final = b'-NAK {"delay": '
+
+# Event types (upstream §2.9).
+EVENT_TASK_STATE: Final = "io.choria.asyncjobs.v1.task_state"
+EVENT_LEADER_ELECTED: Final = "io.choria.asyncjobs.v1.leader_elected"
+
+# Work queue item kinds (upstream §2.7).
+ITEM_KIND_TASK: Final = 0
+
+# JetStream error codes we act on (upstream §2.12).
+JS_ERR_STREAM_NOT_FOUND: Final = 10059
+JS_ERR_CONSUMER_NOT_FOUND: Final = 10014
+JS_ERR_NO_MESSAGE_FOUND: Final = 10037
+JS_ERR_WRONG_LAST_SEQUENCE: Final = 10071
+JS_ERR_STREAM_NAME_IN_USE: Final = 10058
+JS_ERR_CONSUMER_NAME_EXISTS: Final = 10148
+JS_ERR_CONSUMER_ALREADY_EXISTS: Final = 10105
+
+# Defaults (upstream §1.2 to §1.4).
+DEFAULT_QUEUE: Final = "DEFAULT"
+DEFAULT_MAX_TRIES: Final = 10
+DEFAULT_CONCURRENCY: Final = 10
+DEFAULT_QUEUE_MAX_CONCURRENT: Final = 100
+DEFAULT_JOB_RUN_TIME_NS: Final = 3_600_000_000_000
+DEFAULT_QUEUE_RUN_TIME_NS: Final = 60_000_000_000
+DEFAULT_QUEUE_MAX_TRIES: Final = 100
+DUPLICATE_WINDOW_NS: Final = 120_000_000_000
+BLOCKED_NAK_DELAY_NS: Final = 5_000_000_000
+NAME_PATTERN: Final = r"^[a-zA-Z0-9_:-]+$"
+
+# Error texts that travel in task `last_err` and that Go code may compare against.
+ERR_DUPLICATE_ITEM: Final = "duplicate work queue item"
+ERR_DEPENDENCIES_FAILED: Final = "task dependencies failed"
+ERR_TERMINATE_SUFFIX: Final = "terminate task"

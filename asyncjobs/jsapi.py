@@ -1,0 +1,226 @@
+"""The raw JetStream API over a nats-py connection.
+
+This is the one place where NATS and JetStream failures are translated into :mod:`asyncjobs.errors`. We speak the
+JetStream JSON API directly (rather than through nats-py's JetStream helpers) so that the stream and consumer
+configurations, headers and ack bodies are exactly those of the Go implementation, and so that the hot path parses
+replies once with orjson.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import nats.errors
+import orjson
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from asyncjobs.constants import (
+    HDR_STATUS,
+    JS_API_PREFIX,
+    JS_ERR_CONSUMER_NOT_FOUND,
+    JS_ERR_NO_MESSAGE_FOUND,
+    JS_ERR_STREAM_NOT_FOUND,
+    JS_ERR_WRONG_LAST_SEQUENCE,
+)
+from asyncjobs.errors import (
+    AsyncJobsError,
+    ClientClosedError,
+    CorruptDataError,
+    JetStreamError,
+    QueueConsumerNotFound,
+    QueueNotFound,
+    TaskConflict,
+    TaskNotFound,
+    TaskTimeout,
+)
+
+ErrorMap = Mapping[int, type[JetStreamError]]
+
+NO_RESPONDERS: Final = "503"
+DEFAULT_ERRORS: Final[ErrorMap] = {JS_ERR_WRONG_LAST_SEQUENCE: TaskConflict}
+QUEUE_ERRORS: Final[ErrorMap] = {
+    JS_ERR_STREAM_NOT_FOUND: QueueNotFound,
+    JS_ERR_CONSUMER_NOT_FOUND: QueueConsumerNotFound,
+}
+TASK_ERRORS: Final[ErrorMap] = {JS_ERR_NO_MESSAGE_FOUND: TaskNotFound, JS_ERR_WRONG_LAST_SEQUENCE: TaskConflict}
+
+
+@dataclass(frozen=True, slots=True)
+class PubAck:
+    """JetStream's acknowledgement of a publish."""
+
+    stream: str
+    seq: int
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message read back from a stream with ``STREAM.MSG.GET``."""
+
+    subject: str
+    seq: int
+    data: bytes
+    headers: dict[str, str]
+
+
+def translate(exc: BaseException, what: str) -> AsyncJobsError:
+    """Translate a nats-py exception raised while doing ``what``."""
+    if isinstance(exc, AsyncJobsError):
+        return exc
+    if isinstance(exc, nats.errors.NoRespondersError):
+        return JetStreamError(f"{what}: nats: no responders available for request", code=503)
+    if isinstance(exc, nats.errors.TimeoutError | TimeoutError):
+        return TaskTimeout(f"{what}: timed out waiting for the NATS server")
+    if isinstance(exc, nats.errors.ConnectionClosedError):
+        return ClientClosedError(f"{what}: the NATS connection is closed")
+    return JetStreamError(f"{what}: {exc}")
+
+
+def api_error(reply: Mapping[str, Any], what: str, errors: ErrorMap) -> JetStreamError:
+    """Build the error for a JetStream ``{"error": {...}}`` reply."""
+    err = reply.get("error") or {}
+    err_code = int(err.get("err_code", 0) or 0)
+    code = int(err.get("code", 0) or 0)
+    description = str(err.get("description", ""))
+    cls = errors.get(err_code) or DEFAULT_ERRORS.get(err_code, JetStreamError)
+    return cls(f"{what}: {description} (err_code {err_code})", code=code, err_code=err_code, description=description)
+
+
+class JetStream:
+    """Requests against the JetStream API of one connection.
+
+    Args:
+        nc: a connected nats-py client.
+        timeout: seconds to wait for each reply.
+        api_prefix: the JetStream API prefix (``$JS.API``, or ``$JS.<domain>.API`` for a domain).
+    """
+
+    def __init__(self, nc: NATS, *, timeout: float = 5.0, api_prefix: str = JS_API_PREFIX) -> None:
+        self.nc = nc
+        self.timeout = timeout
+        self.prefix = api_prefix
+
+    async def request_raw(
+        self, subject: str, payload: bytes, what: str, *, headers: dict[str, str] | None = None
+    ) -> Msg:
+        """Send a request and return the reply message.
+
+        Raises:
+            JetStreamError: no responders (the stream or service does not exist) or another NATS failure.
+            TaskTimeout: no reply in time.
+        """
+        try:
+            msg = await self.nc.request(subject, payload, timeout=self.timeout, headers=headers)
+        except Exception as exc:
+            raise translate(exc, what) from exc
+        return msg
+
+    async def request(
+        self,
+        subject: str,
+        payload: bytes,
+        what: str,
+        *,
+        headers: dict[str, str] | None = None,
+        errors: ErrorMap = DEFAULT_ERRORS,
+    ) -> dict[str, Any]:
+        """Send a request and decode its JSON reply, raising the mapped error for ``{"error": ...}``.
+
+        Raises:
+            JetStreamError: the server answered with an error (a subclass chosen by ``errors``).
+            TaskTimeout: no reply in time.
+        """
+        msg = await self.request_raw(subject, payload, what, headers=headers)
+        try:
+            reply = orjson.loads(msg.data)
+        except orjson.JSONDecodeError as exc:
+            raise JetStreamError(f"{what}: the server sent a reply that is not JSON: {msg.data[:200]!r}") from exc
+        if not isinstance(reply, dict):
+            raise JetStreamError(f"{what}: unexpected reply {reply!r}")
+        if "error" in reply:
+            raise api_error(reply, what, errors)
+        return reply
+
+    async def api(self, suffix: str, body: Any, what: str, *, errors: ErrorMap = DEFAULT_ERRORS) -> dict[str, Any]:
+        """Call ``$JS.API.<suffix>`` with a JSON body (``None`` sends an empty body)."""
+        payload = b"" if body is None else orjson.dumps(body)
+        return await self.request(f"{self.prefix}.{suffix}", payload, what, errors=errors)
+
+    async def publish(
+        self,
+        subject: str,
+        payload: bytes,
+        what: str,
+        *,
+        headers: dict[str, str] | None = None,
+        errors: ErrorMap = DEFAULT_ERRORS,
+    ) -> PubAck:
+        """Publish into a stream and wait for JetStream's acknowledgement.
+
+        Raises:
+            JetStreamError: no stream listens on the subject (no responders) or the publish was rejected.
+            TaskConflict: an expected-sequence header did not match.
+        """
+        reply = await self.request(subject, payload, what, headers=headers, errors=errors)
+        try:
+            return PubAck(str(reply["stream"]), int(reply["seq"]), bool(reply.get("duplicate", False)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise JetStreamError(f"{what}: unexpected publish acknowledgement {reply!r}") from exc
+
+    async def get_last(self, stream: str, subject: str, what: str, *, errors: ErrorMap = TASK_ERRORS) -> StoredMessage:
+        """Read the last message stored for a subject.
+
+        Raises:
+            TaskNotFound: nothing is stored for the subject (with the default error map).
+        """
+        body = b'{"last_by_subj":"' + subject.encode() + b'"}'
+        reply = await self.request(f"{self.prefix}.STREAM.MSG.GET.{stream}", body, what, errors=errors)
+        return decode_stored(reply, what)
+
+    async def stream_info(self, stream: str, what: str, *, errors: ErrorMap = QUEUE_ERRORS) -> dict[str, Any]:
+        """Return ``STREAM.INFO`` for a stream."""
+        return await self.api(f"STREAM.INFO.{stream}", None, what, errors=errors)
+
+    async def account_info(self) -> dict[str, Any]:
+        """Return the account's JetStream information (usable as a readiness check)."""
+        return await self.api("INFO", None, "reading JetStream account information")
+
+
+def decode_stored(reply: Mapping[str, Any], what: str) -> StoredMessage:
+    """Decode the ``message`` of a ``STREAM.MSG.GET`` reply.
+
+    Raises:
+        CorruptDataError: the reply is malformed.
+    """
+    try:
+        message = reply["message"]
+        data = base64.b64decode(message.get("data") or b"")
+        headers: dict[str, str] = {}
+        raw_headers = message.get("hdrs")
+        if raw_headers:
+            headers = parse_headers(base64.b64decode(raw_headers))
+        return StoredMessage(str(message["subject"]), int(message["seq"]), data, headers)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptDataError(f"{what}: malformed stored message: {exc}") from exc
+
+
+def parse_headers(raw: bytes) -> dict[str, str]:
+    """Parse a NATS header block (``NATS/1.0\\r\\nKey: value\\r\\n...``)."""
+    headers: dict[str, str] = {}
+    lines = raw.decode("utf-8", "replace").split("\r\n")
+    first = lines[0]
+    if first.startswith("NATS/1.0") and len(first) > len("NATS/1.0"):
+        status = first[len("NATS/1.0") :].strip().split(" ", 1)
+        headers[HDR_STATUS] = status[0]
+    for line in lines[1:]:
+        if not line:
+            continue
+        key, sep, value = line.partition(":")
+        if sep:
+            headers[key.strip()] = value.strip()
+    return headers

@@ -1,0 +1,140 @@
+"""Continuous pulling from the ``WORKERS`` consumer, sized to the free handler slots.
+
+Rather than one blocking pull per free slot (upstream §3.2), we keep pull requests outstanding for exactly as many
+messages as there are free slots, on one inbox subscription. The server fills them as items arrive, so a free slot
+is refilled without a round trip. The wire consumer and its configuration are the same as upstream's; only the pull
+requests differ, which other clients never see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Final
+
+import orjson
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from asyncjobs.constants import HDR_DESCRIPTION, HDR_PENDING_MESSAGES, HDR_STATUS
+from asyncjobs.metrics import METRICS
+from asyncjobs.retry import RETRY_LINEAR_TEN_SECONDS
+
+log = logging.getLogger("asyncjobs")
+
+PULL_EXPIRES_NS: Final = 30_000_000_000
+IDLE_HEARTBEAT_NS: Final = 5_000_000_000
+# Without a message or heartbeat for this long, outstanding requests are assumed lost (e.g. a reconnect).
+STALE_AFTER_S: Final = 3 * IDLE_HEARTBEAT_NS / 1e9
+
+
+class Puller:
+    """Feeds work-queue messages to ``deliver``, never holding more than ``slots`` unfinished.
+
+    Args:
+        nc: the NATS connection.
+        next_subject: ``$JS.API.CONSUMER.MSG.NEXT.<stream>.WORKERS``.
+        queue: the queue name, for metrics.
+        slots: how many messages may be unfinished at once (the client's concurrency).
+        deliver: called with each message; the caller must call :meth:`release` when it is finished with it.
+    """
+
+    def __init__(self, nc: NATS, next_subject: str, queue: str, *, slots: int, deliver: Callable[[Msg], None]) -> None:
+        self.nc = nc
+        self.next_subject = next_subject
+        self.queue = queue
+        self.slots = slots
+        self.deliver = deliver
+        self.free = slots
+        self.outstanding = 0
+        self.overflow: deque[Msg] = deque()
+        self.errors = 0
+        self.last_activity = time.monotonic()
+        self.wake = asyncio.Event()
+        self.sub: Subscription | None = None
+        self.inbox = nc.new_inbox()
+
+    def release(self) -> None:
+        """A message is finished: its slot takes the next buffered message or a new pull."""
+        if self.overflow:
+            self.deliver(self.overflow.popleft())
+            return
+        self.free += 1
+        self.wake.set()
+
+    async def run(self) -> None:
+        """Pull until cancelled."""
+        self.sub = await self.nc.subscribe(self.inbox, cb=self._on_message)
+        self.wake.set()
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), timeout=STALE_AFTER_S)
+                self.wake.clear()
+                if self.outstanding and time.monotonic() - self.last_activity > STALE_AFTER_S:
+                    log.debug("queue %s: no word from the server for pull requests, re-issuing them", self.queue)
+                    self.outstanding = 0
+                want = self.free - self.outstanding
+                if want > 0:
+                    await self._request(want)
+        finally:
+            sub, self.sub = self.sub, None
+            if sub is not None and not self.nc.is_closed:
+                try:
+                    await sub.unsubscribe()
+                except Exception as exc:
+                    log.debug("queue %s: unsubscribe failed: %s", self.queue, exc)
+
+    async def _request(self, batch: int) -> None:
+        body = orjson.dumps({"batch": batch, "expires": PULL_EXPIRES_NS, "idle_heartbeat": IDLE_HEARTBEAT_NS})
+        METRICS.poll_total.labels(self.queue).inc()
+        try:
+            await self.nc.publish(self.next_subject, body, reply=self.inbox)
+        except Exception as exc:
+            METRICS.poll_error_total.labels(self.queue).inc()
+            self.errors += 1
+            delay = RETRY_LINEAR_TEN_SECONDS.delay(self.errors)
+            log.warning("queue %s: pull request failed, retrying in %.1fs: %s", self.queue, delay, exc)
+            await asyncio.sleep(delay)
+            self.wake.set()
+            return
+        if self.errors:
+            self.errors = 0
+        if self.outstanding == 0:
+            self.last_activity = time.monotonic()
+        self.outstanding += batch
+
+    async def _on_message(self, msg: Msg) -> None:
+        self.last_activity = time.monotonic()
+        headers = msg.headers
+        status = headers.get(HDR_STATUS) if headers else None
+        if status is None or (msg.data and msg.reply):
+            if self.outstanding > 0:
+                self.outstanding -= 1
+            if self.free > 0:
+                self.free -= 1
+                self.deliver(msg)
+            else:
+                # More arrived than asked for (requests re-issued after a reconnect): keep it for the next slot.
+                self.overflow.append(msg)
+            return
+        if status == "100":
+            return  # idle heartbeat
+        assert headers is not None
+        pending = headers.get(HDR_PENDING_MESSAGES)
+        if pending is not None and pending.isdigit():
+            self.outstanding = max(0, self.outstanding - int(pending))
+        elif status in ("408", "409"):
+            self.outstanding = 0
+        if status == "409":
+            description = str(headers.get(HDR_DESCRIPTION, ""))
+            if "Exceeded MaxWaiting" not in description and "Leadership Change" not in description:
+                METRICS.poll_error_total.labels(self.queue).inc()
+                log.warning("queue %s: pull request ended: %s", self.queue, description or status)
+                await asyncio.sleep(RETRY_LINEAR_TEN_SECONDS.delay(1))
+        self.wake.set()

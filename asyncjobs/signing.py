@@ -1,0 +1,251 @@
+"""Ed25519 task signatures, byte-compatible with the Go implementation (upstream §1.10, §2.13).
+
+A producer signs a text envelope of the task's immutable fields; every consumer holding the public key checks
+it whenever it loads the task. Keys and signatures are hex-encoded like Go's. The ``cryptography`` package is
+an optional extra, imported only when a signer or verifier is built.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from asyncjobs.errors import ConfigurationError, InvalidSignature, TaskNotSigned
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+__all__ = ["TaskSigner", "TaskVerifier", "signature_envelope"]
+
+KEY_SIZE: Final = 32
+"""Bytes in an ed25519 seed and in a public key."""
+SIGNATURE_SIZE: Final = 64
+"""Bytes in an ed25519 signature (128 hex characters)."""
+
+
+def _ed25519() -> ModuleType:
+    try:
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+    except ImportError as exc:
+        raise ConfigurationError(
+            "task signing needs the 'cryptography' package: pip install 'asyncjobs[signing]'"
+        ) from exc
+    return ed25519
+
+
+def signature_envelope(
+    *,
+    task_id: str,
+    queue: str,
+    task_type: str,
+    max_tries: int,
+    created_ns: int,
+    deadline_ns: int | None,
+    payload: bytes | None,
+) -> bytes:
+    """Return the bytes a task signature covers, exactly as the Go implementation builds them.
+
+    The layout is ``id:queue:type:max_tries:created:deadline:payload`` with times as Unix nanoseconds (0 when
+    there is no deadline) and the payload as padded standard base64 (empty when there is none).
+
+    Args:
+        task_id: the task id.
+        queue: the queue the task is enqueued to.
+        task_type: the task type.
+        max_tries: the task's maximum tries.
+        created_ns: the creation time in Unix nanoseconds, exactly as stored (not via a microsecond datetime).
+        deadline_ns: the deadline in Unix nanoseconds, or ``None``.
+        payload: the raw payload bytes, or ``None``.
+    """
+    encoded = base64.b64encode(payload).decode("ascii") if payload else ""
+    return f"{task_id}:{queue}:{task_type}:{max_tries}:{created_ns}:{deadline_ns or 0}:{encoded}".encode()
+
+
+def _decode_key(value: bytes | str, *, what: str, allow_raw: bool = True) -> bytearray:
+    """Decode a 32-byte key given raw (when allowed) or as 64 hex characters into a buffer the caller can wipe."""
+    if allow_raw and isinstance(value, bytes | bytearray) and len(value) == KEY_SIZE:
+        return bytearray(value)
+    try:
+        text = value.decode("ascii") if isinstance(value, bytes | bytearray) else value
+        # bytes.fromhex skips whitespace between pairs; a key must be exactly 64 hex digits, no more, no less.
+        key = bytearray.fromhex(text.strip()) if len(text.strip()) == 2 * KEY_SIZE else None
+    except (UnicodeDecodeError, ValueError):
+        key = None
+    if key is None or len(key) != KEY_SIZE:
+        expected = (
+            f"{KEY_SIZE} raw bytes or {2 * KEY_SIZE} hex characters" if allow_raw else f"{2 * KEY_SIZE} hex characters"
+        )
+        raise ConfigurationError(f"invalid {what}: expected {expected}")
+    return key
+
+
+def _read_key_file(path: str | os.PathLike[str], *, what: str) -> bytearray:
+    try:
+        content = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the {what} file {os.fspath(path)!r}: {exc}") from exc
+    # Key files hold hex, as Go writes and reads them; 32 raw bytes in a file are more likely a mistake.
+    return _decode_key(content, what=f"{what} in {os.fspath(path)!r}", allow_raw=False)
+
+
+class TaskSigner:
+    """Signs task envelopes with an ed25519 private key.
+
+    Build it with :meth:`from_seed` or :meth:`from_seed_file`. A signer built from a file reads the file at
+    every :meth:`sign` (as Go does), so replacing the file rotates the key without a restart.
+    """
+
+    def __init__(self, *, seed: bytes | str | None = None, seed_file: str | os.PathLike[str] | None = None) -> None:
+        """Create a signer from exactly one of ``seed`` and ``seed_file``.
+
+        Raises:
+            ConfigurationError: both or neither were given, the seed is malformed, the file cannot be read,
+                or ``cryptography`` is not installed.
+        """
+        if (seed is None) == (seed_file is None):
+            raise ConfigurationError("a task signer needs exactly one of seed and seed_file")
+        self._ed25519 = _ed25519()
+        self._seed_file = seed_file
+        # A file signer loads the key once here so a bad file fails at start-up, not at the first enqueue.
+        self._key: Ed25519PrivateKey = self._load(seed)
+
+    @classmethod
+    def from_seed(cls, seed: bytes | str) -> TaskSigner:
+        """Create a signer from a 32-byte ed25519 seed, raw or as 64 hex characters.
+
+        Raises:
+            ConfigurationError: the seed is malformed or ``cryptography`` is not installed.
+        """
+        return cls(seed=seed)
+
+    @classmethod
+    def from_seed_file(cls, path: str | os.PathLike[str]) -> TaskSigner:
+        """Create a signer from a file holding the seed as 64 hex characters.
+
+        Raises:
+            ConfigurationError: the file cannot be read or holds no valid seed, or ``cryptography`` is not
+                installed.
+        """
+        return cls(seed_file=path)
+
+    def _load(self, seed: bytes | str | None) -> Ed25519PrivateKey:
+        if seed is not None:
+            raw = _decode_key(seed, what="seed")
+        elif self._seed_file is not None:
+            raw = _read_key_file(self._seed_file, what="signing seed")
+        else:  # pragma: no cover - the constructor requires one of the two
+            raise ConfigurationError("a task signer needs exactly one of seed and seed_file")
+        try:
+            key: Ed25519PrivateKey = self._ed25519.Ed25519PrivateKey.from_private_bytes(bytes(raw))
+        finally:
+            # Best effort only: Python may hold other copies, but the buffer we own does not linger.
+            raw[:] = bytes(len(raw))
+        return key
+
+    @property
+    def public_key_hex(self) -> str:
+        """The matching public key as 64 lowercase hex characters, for configuring verifiers."""
+        return _public_hex(self._key.public_key())
+
+    def sign(self, envelope: bytes) -> str:
+        """Sign an envelope from :func:`signature_envelope`.
+
+        Returns:
+            The signature as 128 lowercase hex characters.
+
+        Raises:
+            ConfigurationError: the seed file can no longer be read or is malformed.
+        """
+        if self._seed_file is not None:
+            self._key = self._load(None)
+        signature: bytes = self._key.sign(envelope)
+        return signature.hex()
+
+
+class TaskVerifier:
+    """Checks task signatures against an ed25519 public key."""
+
+    def __init__(self, public_key: bytes | str, *, optional: bool = False) -> None:
+        """Create a verifier.
+
+        Args:
+            public_key: the public key, 32 raw bytes or 64 hex characters.
+            optional: accept tasks without a signature (signed tasks are still checked).
+
+        Raises:
+            ConfigurationError: the key is malformed or ``cryptography`` is not installed.
+        """
+        ed25519 = _ed25519()
+        self._exceptions = _crypto_exceptions()
+        self._key: Ed25519PublicKey = ed25519.Ed25519PublicKey.from_public_bytes(
+            bytes(_decode_key(public_key, what="public key"))
+        )
+        self.optional: bool = optional
+        """Whether unsigned tasks are accepted."""
+
+    @classmethod
+    def from_public_key(cls, key: bytes | str, *, optional: bool = False) -> TaskVerifier:
+        """Create a verifier from a public key, 32 raw bytes or 64 hex characters.
+
+        Raises:
+            ConfigurationError: the key is malformed or ``cryptography`` is not installed.
+        """
+        return cls(key, optional=optional)
+
+    @classmethod
+    def from_public_key_file(cls, path: str | os.PathLike[str], *, optional: bool = False) -> TaskVerifier:
+        """Create a verifier from a file holding the public key as 64 hex characters.
+
+        Raises:
+            ConfigurationError: the file cannot be read or holds no valid key, or ``cryptography`` is not
+                installed.
+        """
+        return cls(bytes(_read_key_file(path, what="verification key")), optional=optional)
+
+    @property
+    def public_key_hex(self) -> str:
+        """The public key as 64 lowercase hex characters."""
+        return _public_hex(self._key)
+
+    def verify(self, envelope: bytes, signature_hex: str | None) -> None:
+        """Check a task's signature.
+
+        Args:
+            envelope: the task's envelope from :func:`signature_envelope`.
+            signature_hex: the task's ``signature`` field; empty or ``None`` when unsigned.
+
+        Raises:
+            TaskNotSigned: the task has no signature and signatures are not optional.
+            InvalidSignature: the signature is malformed or does not match the envelope and key.
+        """
+        if not signature_hex:
+            if self.optional:
+                return
+            raise TaskNotSigned("task is not signed")
+        try:
+            signature = bytes.fromhex(signature_hex)
+        except ValueError:
+            raise InvalidSignature("invalid task signature") from None
+        if len(signature) != SIGNATURE_SIZE or len(signature_hex) != 2 * SIGNATURE_SIZE:
+            raise InvalidSignature("invalid task signature")
+        try:
+            self._key.verify(signature, envelope)
+        except self._exceptions:
+            raise InvalidSignature("invalid task signature") from None
+
+
+def _crypto_exceptions() -> type[Exception]:
+    from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
+
+    return CryptoInvalidSignature
+
+
+def _public_hex(key: Ed25519PublicKey) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    raw: bytes = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return raw.hex()

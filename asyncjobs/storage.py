@@ -1,0 +1,357 @@
+"""Task storage in JetStream: streams, buckets and queues, and every task read and write (upstream §3.0, §3.1, §3.9)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any, Final
+
+from nats.aio.client import Client as NATS
+
+from asyncjobs import codec
+from asyncjobs.constants import (
+    CONFIG_BUCKET,
+    CONFIG_BUCKET_DESCRIPTION,
+    DUPLICATE_WINDOW_NS,
+    ELECTIONS_BUCKET,
+    ELECTIONS_BUCKET_DESCRIPTION,
+    ELECTIONS_TTL_NS,
+    ERR_DUPLICATE_ITEM,
+    EVENTS_STREAM,
+    EVENTS_STREAM_DESCRIPTION,
+    EVENTS_SUBJECTS,
+    HDR_EXPECTED_LAST_SUBJECT_SEQ,
+    HDR_MSG_ID,
+    JS_ERR_STREAM_NOT_FOUND,
+    QUEUE_CONSUMER,
+    TASK_EVENT_PREFIX,
+    TASK_SUBJECT_PREFIX,
+    TASKS_STREAM,
+    TASKS_STREAM_DESCRIPTION,
+    TASKS_SUBJECTS,
+)
+from asyncjobs.errors import (
+    AsyncJobsError,
+    DuplicateTaskError,
+    EnqueueError,
+    InvalidTaskStateError,
+    JetStreamError,
+    QueueNotFound,
+    TaskConflict,
+)
+from asyncjobs.jsapi import QUEUE_ERRORS, TASK_ERRORS, JetStream
+from asyncjobs.metrics import METRICS
+from asyncjobs.queue import Queue
+from asyncjobs.signing import TaskVerifier, signature_envelope
+from asyncjobs.task import ENQUEUEABLE_STATES, Task, TaskState
+
+log = logging.getLogger("asyncjobs")
+
+NO_RESPONDERS_TEXT: Final = "nats: no responders available for request"
+PIPELINE_CHUNK: Final = 512
+
+
+def tasks_stream_config(*, replicas: int, memory: bool, retention_ns: int) -> dict[str, Any]:
+    """The ``CHORIA_AJ_TASKS`` configuration (upstream §2.2)."""
+    return {
+        "name": TASKS_STREAM,
+        "description": TASKS_STREAM_DESCRIPTION,
+        "subjects": [TASKS_SUBJECTS],
+        "retention": "limits",
+        "max_consumers": -1,
+        "max_msgs": -1,
+        "max_bytes": -1,
+        "max_age": retention_ns,
+        "max_msgs_per_subject": 1,
+        "max_msg_size": -1,
+        "discard": "old",
+        "storage": "memory" if memory else "file",
+        "num_replicas": replicas,
+        "duplicate_window": DUPLICATE_WINDOW_NS,
+    }
+
+
+def bucket_stream_config(bucket: str, description: str, *, ttl_ns: int, replicas: int, memory: bool) -> dict[str, Any]:
+    """A KV bucket's stream configuration as nats.go creates it (upstream §2.2)."""
+    return {
+        "name": f"KV_{bucket}",
+        "description": description,
+        "subjects": [f"$KV.{bucket}.>"],
+        "retention": "limits",
+        "max_consumers": -1,
+        "max_msgs": -1,
+        "max_bytes": -1,
+        "max_age": ttl_ns,
+        "max_msgs_per_subject": 1,
+        "max_msg_size": -1,
+        "discard": "new",
+        "storage": "memory" if memory else "file",
+        "num_replicas": replicas,
+        "duplicate_window": min(DUPLICATE_WINDOW_NS, ttl_ns) if ttl_ns else DUPLICATE_WINDOW_NS,
+        "allow_rollup_hdrs": True,
+        "deny_delete": True,
+        "allow_direct": True,
+    }
+
+
+def events_stream_config(*, replicas: int, memory: bool, retention_ns: int) -> dict[str, Any]:
+    """Our optional stream that keeps lifecycle events for replay (Go clients ignore it)."""
+    return {
+        "name": EVENTS_STREAM,
+        "description": EVENTS_STREAM_DESCRIPTION,
+        "subjects": [EVENTS_SUBJECTS],
+        "retention": "limits",
+        "max_age": retention_ns,
+        "discard": "old",
+        "storage": "memory" if memory else "file",
+        "num_replicas": replicas,
+    }
+
+
+class Storage:
+    """Reads and writes tasks, work items and events for one client.
+
+    Args:
+        nc: the NATS connection.
+        js: the JetStream API wrapper.
+        discard: end states in which tasks are deleted instead of saved.
+        verifier: verifies task signatures on load, when set.
+    """
+
+    def __init__(
+        self,
+        nc: NATS,
+        js: JetStream,
+        *,
+        discard: frozenset[TaskState] = frozenset(),
+        verifier: TaskVerifier | None = None,
+    ) -> None:
+        self.nc = nc
+        self.js = js
+        self.discard = discard
+        self.verifier = verifier
+
+    # ---- set-up ---------------------------------------------------------------------------------------------
+
+    async def ensure_stream(self, config: dict[str, Any], what: str) -> dict[str, Any]:
+        """Load a stream, creating it with ``config`` when it does not exist (an existing one is used as it is)."""
+        name = config["name"]
+        try:
+            return await self.js.stream_info(name, what)
+        except QueueNotFound:
+            pass
+        try:
+            return await self.js.api(f"STREAM.CREATE.{name}", config, what)
+        except JetStreamError:
+            # Another process may have created it between our INFO and CREATE.
+            return await self.js.stream_info(name, what)
+
+    async def prepare_tasks(self, *, replicas: int, memory: bool, retention_ns: int) -> None:
+        """Create or load ``CHORIA_AJ_TASKS`` and the configuration and election buckets."""
+        await self.ensure_stream(
+            tasks_stream_config(replicas=replicas, memory=memory, retention_ns=retention_ns), "preparing the task store"
+        )
+        for bucket, description, ttl in (
+            (CONFIG_BUCKET, CONFIG_BUCKET_DESCRIPTION, 0),
+            (ELECTIONS_BUCKET, ELECTIONS_BUCKET_DESCRIPTION, ELECTIONS_TTL_NS),
+        ):
+            config = bucket_stream_config(bucket, description, ttl_ns=ttl, replicas=replicas, memory=memory)
+            await self.ensure_stream(config, f"preparing the {bucket} bucket")
+
+    async def prepare_events(self, *, replicas: int, memory: bool, retention_ns: int) -> None:
+        """Create or load the stream that keeps lifecycle events."""
+        config = events_stream_config(replicas=replicas, memory=memory, retention_ns=retention_ns)
+        await self.ensure_stream(config, "preparing the events stream")
+
+    async def prepare_queue(self, queue: Queue, *, replicas: int, memory: bool) -> Queue:
+        """Create or bind a queue's stream and ``WORKERS`` consumer; return it with the server's settings.
+
+        Raises:
+            QueueNotFound: ``no_create`` is set and the queue does not exist.
+            QueueConsumerNotFound: ``no_create`` is set and the queue has no ``WORKERS`` consumer.
+        """
+        what = f"binding queue {queue.name!r}"
+        if queue.no_create:
+            try:
+                stream = await self.js.stream_info(queue.stream, what)
+            except QueueNotFound as exc:
+                raise QueueNotFound(
+                    f"queue {queue.name!r} does not exist: create it first (Queue({queue.name!r}) without "
+                    f"no_create=True, or `ajc queue add {queue.name}`)",
+                    code=exc.code,
+                    err_code=exc.err_code,
+                ) from exc
+            consumer = await self.js.api(
+                f"CONSUMER.INFO.{queue.stream}.{QUEUE_CONSUMER}", None, what, errors=QUEUE_ERRORS
+            )
+        else:
+            stream = await self.ensure_stream(queue.stream_config(replicas=replicas, memory=memory), what)
+            try:
+                consumer = await self.js.api(
+                    f"CONSUMER.INFO.{queue.stream}.{QUEUE_CONSUMER}", None, what, errors=QUEUE_ERRORS
+                )
+            except JetStreamError:
+                body = {"stream_name": queue.stream, "config": queue.consumer_config(), "action": ""}
+                consumer = await self.js.api(
+                    f"CONSUMER.CREATE.{queue.stream}.{QUEUE_CONSUMER}", body, what, errors=QUEUE_ERRORS
+                )
+        return queue.with_server_settings(stream.get("config", {}), consumer.get("config", {}))
+
+    # ---- tasks ----------------------------------------------------------------------------------------------
+
+    async def load_task(self, task_id: str, *, verify: bool = True) -> Task:
+        """Load the latest stored copy of a task.
+
+        Raises:
+            TaskNotFound: no task has that id.
+            SignatureError: a verification key is set and the signature is missing or wrong.
+            CorruptDataError: the stored task cannot be decoded.
+        """
+        stored = await self.js.get_last(TASKS_STREAM, TASK_SUBJECT_PREFIX + task_id, f"loading task {task_id}")
+        task = codec.decode_task(stored.data, seq=stored.seq)
+        if verify and self.verifier is not None:
+            self.verify(task)
+        return task
+
+    def verify(self, task: Task) -> None:
+        """Check a task's signature with the configured verification key."""
+        if self.verifier is None:
+            return
+        envelope = signature_envelope(
+            task_id=task.id,
+            queue=task.queue,
+            task_type=task.type,
+            max_tries=task.max_tries,
+            created_ns=task.created_at.unix_ns,
+            deadline_ns=None if task.deadline_at is None else task.deadline_at.unix_ns,
+            payload=task.payload,
+        )
+        self.verifier.verify(envelope, task.signature)
+
+    async def save_task(self, task: Task, *, notify: bool = True) -> None:
+        """Store a task, requiring that nobody changed it since this copy was loaded or saved.
+
+        Raises:
+            TaskConflict: the stored task changed (``Nats-Expected-Last-Subject-Sequence`` mismatch).
+            JetStreamError: the store rejected the write.
+        """
+        headers = {HDR_EXPECTED_LAST_SUBJECT_SEQ: str(task.seq)}
+        try:
+            ack = await self.js.publish(
+                TASK_SUBJECT_PREFIX + task.id, codec.encode_task(task), f"saving task {task.id}", headers=headers
+            )
+        except AsyncJobsError:
+            METRICS.task_update_error_total.inc()
+            raise
+        task.seq = ack.seq
+        METRICS.task_update_total.labels(task.state.value).inc()
+        if notify:
+            await self.publish_event(task)
+
+    async def save_or_discard(self, task: Task) -> None:
+        """Save a task, or delete it when its state is one the client discards (upstream §3.9)."""
+        if task.state not in self.discard:
+            await self.save_task(task)
+            return
+        await self.publish_event(task)
+        await self.delete_task(task.id)
+
+    async def publish_event(self, task: Task) -> None:
+        """Publish the task's state-change event (best effort, as upstream)."""
+        try:
+            await self.nc.publish(TASK_EVENT_PREFIX + task.id, codec.encode_task_event(task))
+        except Exception as exc:  # an event is never worth failing a task for
+            log.debug("could not publish the event of task %s: %s", task.id, exc)
+
+    async def delete_task(self, task_id: str) -> None:
+        """Erase a task from the store.
+
+        Raises:
+            TaskNotFound: no task has that id.
+        """
+        stored = await self.js.get_last(TASKS_STREAM, TASK_SUBJECT_PREFIX + task_id, f"deleting task {task_id}")
+        await self.js.api(
+            f"STREAM.MSG.DELETE.{TASKS_STREAM}", {"seq": stored.seq}, f"deleting task {task_id}", errors=TASK_ERRORS
+        )
+
+    # ---- enqueue --------------------------------------------------------------------------------------------
+
+    async def enqueue(self, task: Task, queue: Queue) -> None:
+        """Store a task and publish its work item (upstream §3.1).
+
+        Raises:
+            InvalidTaskStateError: the task is not in state new, retry or blocked.
+            DuplicateTaskError: a task with that id exists, or its work item is a duplicate.
+            EnqueueError: the work item could not be published; the task is saved as ``queue_error``.
+        """
+        await self.save_for_enqueue(task, queue)
+        await self.publish_item(task, queue)
+
+    async def save_for_enqueue(self, task: Task, queue: Queue) -> None:
+        """The first half of :meth:`enqueue`: check the state and store the task."""
+        if task.state not in ENQUEUEABLE_STATES:
+            raise InvalidTaskStateError(
+                f"cannot enqueue a task in state {task.state.value!r}: only new, retry or blocked tasks can be "
+                "enqueued (use retry_task() to run a finished task again)"
+            )
+        task.queue = queue.name
+        try:
+            await self.save_task(task)
+        except TaskConflict as exc:
+            if task.seq == 0:
+                raise DuplicateTaskError(
+                    f"task {task.id} already exists: pick another id, or load it with get_task() and retry_task() it"
+                ) from exc
+            raise
+
+    async def publish_item(self, task: Task, queue: Queue) -> None:
+        """The second half of :meth:`enqueue`: publish the work item, recording a failure on the task."""
+        headers = None if task.state == TaskState.RETRY else {HDR_MSG_ID: task.id}
+        what = f"publishing the work item of task {task.id} to queue {queue.name!r}"
+        try:
+            ack = await self.js.publish(
+                queue.subject_prefix + task.id, codec.encode_item(task.id), what, headers=headers
+            )
+        except AsyncJobsError as exc:
+            METRICS.enqueue_error_count.labels(queue.name).inc()
+            missing = isinstance(exc, JetStreamError) and (exc.code == 503 or exc.err_code == JS_ERR_STREAM_NOT_FOUND)
+            reason = NO_RESPONDERS_TEXT if missing else str(exc)
+            await self._mark_queue_error(task, reason)
+            if missing:
+                raise EnqueueError(
+                    f"queue {queue.name!r} not found: {reason}; task {task.id} was saved in state queue_error"
+                ) from exc
+            raise EnqueueError(f"{what} failed: {exc}; task {task.id} was saved in state queue_error") from exc
+        if ack.duplicate:
+            METRICS.enqueue_error_count.labels(queue.name).inc()
+            await self._mark_queue_error(task, ERR_DUPLICATE_ITEM)
+            raise DuplicateTaskError(f"task {task.id}: {ERR_DUPLICATE_ITEM}; the task was saved in state queue_error")
+        METRICS.enqueue_count.labels(queue.name).inc()
+
+    async def _mark_queue_error(self, task: Task, reason: str) -> None:
+        task.state = TaskState.QUEUE_ERROR
+        task.last_err = reason
+        try:
+            await self.save_task(task)
+        except AsyncJobsError as exc:
+            log.warning("could not record queue_error on task %s: %s", task.id, exc)
+
+    async def enqueue_many(self, tasks: Sequence[Task], queue: Queue) -> list[Task | AsyncJobsError]:
+        """Enqueue many tasks with pipelined requests; return each task or the error that stopped it."""
+        outcomes: list[Task | AsyncJobsError] = []
+        for start in range(0, len(tasks), PIPELINE_CHUNK):
+            chunk = tasks[start : start + PIPELINE_CHUNK]
+            saved = await asyncio.gather(*(self.save_for_enqueue(t, queue) for t in chunk), return_exceptions=True)
+            ready = [t for t, res in zip(chunk, saved, strict=True) if res is None]
+            published = await asyncio.gather(*(self.publish_item(t, queue) for t in ready), return_exceptions=True)
+            result_of = {id(t): res for t, res in zip(ready, published, strict=True)}
+            for task, res in zip(chunk, saved, strict=True):
+                outcome = res if res is not None else result_of[id(task)]
+                if outcome is None:
+                    outcomes.append(task)
+                elif isinstance(outcome, AsyncJobsError):
+                    outcomes.append(outcome)
+                else:
+                    raise outcome
+        return outcomes

@@ -1,0 +1,6 @@
+"""Dependency-graph pipelines (workflows) for asyncjobs.
+
+Placeholder: this package is filled in by its own issue. It depends on :mod:`asyncjobs` only.
+"""
+
+__all__: list[str] = []
