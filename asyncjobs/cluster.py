@@ -26,6 +26,9 @@ from typing import Final, Self
 
 import nats
 import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.js.api import StorageType, StreamConfig
 
 from asyncjobs.constants import JS_API_PREFIX
 from asyncjobs.errors import ConfigurationError
@@ -36,6 +39,8 @@ __all__ = ["NatsCluster"]
 DEFAULT_CLUSTER_READY_TIMEOUT: Final = 30.0
 _POLL_INTERVAL: Final = 0.1
 _REQUEST_TIMEOUT: Final = 1.0
+_PROBE_STREAM: Final = "ASYNCJOBS_CLUSTER_READY_PROBE"
+_MAX_REPLICAS: Final = 5  # JetStream's limit for num_replicas
 
 
 def _free_ports(host: str, count: int) -> list[int]:
@@ -47,15 +52,32 @@ def _free_ports(host: str, count: int) -> list[int]:
         return [int(sock.getsockname()[1]) for sock in sockets]
 
 
-async def _wait_for_jetstream(servers: list[str], *, seconds: float) -> None:
-    """Polls ``$JS.API.INFO`` until JetStream answers without an error, i.e. the cluster has a meta leader.
+async def _jetstream_problem(nc: NatsClient, replicas: int) -> object | None:
+    """Returns None when JetStream is usable, else what is wrong.
 
-    Args:
-        servers: client URLs to connect to.
-        seconds: how long to wait in all.
+    With ``replicas`` 0 an answer from ``$JS.API.INFO`` suffices: there is a meta leader. With more, a probe stream
+    of that many replicas is created and deleted, because a fresh meta leader answers before it knows every peer
+    and refuses such streams with "no suitable peers for placement" until then.
+    """
+    try:
+        if replicas == 0:
+            msg = await nc.request(f"{JS_API_PREFIX}.INFO", b"", timeout=_REQUEST_TIMEOUT)
+            error: object | None = json.loads(msg.data).get("error")
+            return error
+        jsm = nc.jsm(timeout=_REQUEST_TIMEOUT)
+        config = StreamConfig(name=_PROBE_STREAM, storage=StorageType.MEMORY, num_replicas=replicas)
+        await jsm.add_stream(config)  # a second create with the same config succeeds, so retries are safe
+        await jsm.delete_stream(_PROBE_STREAM)
+        return None
+    except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.APIError) as exc:
+        return repr(exc)
+
+
+async def _wait_for_jetstream(servers: list[str], *, seconds: float, replicas: int = 0) -> None:
+    """Polls JetStream through ``servers`` until it works, see :func:`_jetstream_problem`.
 
     Raises:
-        NatsServerError: JetStream did not answer in time.
+        NatsServerError: JetStream was not usable within ``seconds``.
     """
     last: object = "no answer"
     try:
@@ -63,26 +85,22 @@ async def _wait_for_jetstream(servers: list[str], *, seconds: float) -> None:
             nc = await nats.connect(servers, connect_timeout=_REQUEST_TIMEOUT, max_reconnect_attempts=-1)
             try:
                 while True:
-                    try:
-                        msg = await nc.request(f"{JS_API_PREFIX}.INFO", b"", timeout=_REQUEST_TIMEOUT)
-                        answer = json.loads(msg.data)
-                        if "error" not in answer:
-                            return
-                        last = answer["error"]
-                    except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
-                        last = repr(exc)
+                    last = await _jetstream_problem(nc, replicas)
+                    if last is None:
+                        return
                     await asyncio.sleep(_POLL_INTERVAL)
             finally:
                 await nc.close()
     except TimeoutError:
-        raise NatsServerError(f"JetStream at {servers} was not available within {seconds:g}s: {last}") from None
+        raise NatsServerError(f"JetStream at {servers} was not usable within {seconds:g}s: {last}") from None
 
 
 class NatsCluster:
     """``size`` nats-servers with JetStream, routed into one cluster on loopback; an async context manager.
 
     Each member has a unique server name (``<cluster_name>-<i>``) and its own store dir. :meth:`start` returns when
-    the cluster has a JetStream meta leader, so ``num_replicas: 3`` streams can be created right away.
+    the cluster has a JetStream meta leader that knows every member, so ``num_replicas: 3`` streams can be created
+    right away (it creates and deletes a probe stream, ``ASYNCJOBS_CLUSTER_READY_PROBE``, to be sure).
 
     Args:
         size: the number of servers.
@@ -190,7 +208,7 @@ class NatsCluster:
         return tuple(servers)
 
     async def start(self) -> None:
-        """Starts every member and waits until JetStream has a meta leader.
+        """Starts every member and waits until a stream with one replica per member can be placed.
 
         Raises:
             ConfigurationError: the nats-server binary cannot be found.
@@ -205,7 +223,8 @@ class NatsCluster:
             for result in results:
                 if isinstance(result, BaseException):
                     raise result
-            await _wait_for_jetstream(self.urls, seconds=self._ready_timeout)
+            replicas = min(self._size, _MAX_REPLICAS) if self._size > 1 else 0
+            await _wait_for_jetstream(self.urls, seconds=self._ready_timeout, replicas=replicas)
         except BaseException:
             await self.stop()
             raise

@@ -159,7 +159,7 @@ async def _on_error(exc: Exception) -> None:
 
 
 async def _on_disconnect() -> None:
-    log.warning("disconnected from NATS, reconnecting")
+    log.info("disconnected from NATS")
 
 
 async def _on_reconnect() -> None:
