@@ -32,7 +32,7 @@ from nats.js.api import StorageType, StreamConfig
 
 from asyncjobs.constants import JS_API_PREFIX
 from asyncjobs.errors import ConfigurationError
-from asyncjobs.server import DEFAULT_STOP_TIMEOUT, NatsServer, NatsServerError, _seconds, _str_list
+from asyncjobs.server import DEFAULT_STOP_TIMEOUT, NatsServer, NatsServerError, _seconds, _str_list, nats_url
 
 __all__ = ["NatsCluster"]
 
@@ -45,8 +45,9 @@ _MAX_REPLICAS: Final = 5  # JetStream's limit for num_replicas
 
 def _free_ports(host: str, count: int) -> list[int]:
     # All sockets stay bound until every port is read, so the kernel hands out distinct ports.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        sockets = [stack.enter_context(socket.socket(family, socket.SOCK_STREAM)) for _ in range(count)]
         for sock in sockets:
             sock.bind((host, 0))
         return [int(sock.getsockname()[1]) for sock in sockets]
@@ -187,7 +188,7 @@ class NatsCluster:
 
     def _build(self) -> tuple[NatsServer, ...]:
         ports = _free_ports(self._host, self._size)
-        route_urls = [f"nats://{self._host}:{port}" for port in ports]
+        route_urls = [nats_url(self._host, port) for port in ports]
         servers = []
         for i, port in enumerate(ports):
             name = f"{self._cluster_name}-{i}"

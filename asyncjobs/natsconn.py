@@ -20,6 +20,8 @@ from asyncjobs.retry import RETRY_LINEAR_ONE_MINUTE
 log = logging.getLogger("asyncjobs")
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
+INITIAL_CONNECT_ATTEMPTS = 2
+INITIAL_RECONNECT_WAIT_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +113,11 @@ async def open_connection(options: ConnectionOptions) -> tuple[NATS, str | None]
         "servers": servers,
         "name": options.name,
         "connect_timeout": options.connect_timeout,
-        "max_reconnect_attempts": -1,
+        # nats-py applies the reconnect limit to the first connection too, where -1 would retry forever; so the
+        # first connection gets a few quick tries and the limit is lifted once connected (below).
+        "max_reconnect_attempts": INITIAL_CONNECT_ATTEMPTS,
         "allow_reconnect": True,
-        "reconnect_time_wait": RETRY_LINEAR_ONE_MINUTE.delay(1),
+        "reconnect_time_wait": INITIAL_RECONNECT_WAIT_S,
         "error_cb": _on_error,
         "disconnected_cb": _on_disconnect,
         "reconnected_cb": _on_reconnect,
@@ -144,6 +148,9 @@ async def open_connection(options: ConnectionOptions) -> tuple[NATS, str | None]
         nc = await nats.connect(**kwargs)
     except Exception as exc:
         raise JetStreamError(f"cannot connect to NATS at {', '.join(servers)}: {exc or type(exc).__name__}") from exc
+    # Once connected, reconnect forever with upstream's delay (the 1-minute linear policy's first interval).
+    nc.options["max_reconnect_attempts"] = -1
+    nc.options["reconnect_time_wait"] = RETRY_LINEAR_ONE_MINUTE.delay(1)
     return nc, ctx.api_prefix if ctx else None
 
 

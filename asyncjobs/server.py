@@ -32,7 +32,7 @@ from typing import Final, Self
 
 from asyncjobs.errors import AsyncJobsError, ConfigurationError
 
-__all__ = ["BINARY_ENV_VAR", "NatsServer", "NatsServerError", "find_nats_server"]
+__all__ = ["BINARY_ENV_VAR", "NatsServer", "NatsServerError", "find_nats_server", "nats_url"]
 
 BINARY_ENV_VAR: Final = "ASYNCJOBS_NATS_SERVER"
 """Environment variable naming the nats-server executable; it wins over every other place."""
@@ -81,6 +81,11 @@ def find_nats_server() -> str:
     if on_path:
         return on_path
     raise ConfigurationError(f"no nats-server executable found: {_INSTALL_HINT}")
+
+
+def nats_url(host: str, port: int) -> str:
+    """Returns ``nats://HOST:PORT``, with an IPv6 literal in brackets."""
+    return f"nats://[{host}]:{port}" if ":" in host else f"nats://{host}:{port}"
 
 
 def _is_executable(path: Path) -> bool:
@@ -193,7 +198,7 @@ class NatsServer:
         """
         if self._port == 0:
             raise NatsServerError("the nats-server has not been started yet: await start() first")
-        return f"nats://{self._host}:{self._port}"
+        return nats_url(self._host, self._port)
 
     @property
     def port(self) -> int:
@@ -241,7 +246,7 @@ class NatsServer:
         if self._server_name is not None:
             args += ["-n", self._server_name]
         if self._cluster_port is not None and self._cluster_name is not None:
-            args += ["--cluster", f"nats://{self._host}:{self._cluster_port}", "--cluster_name", self._cluster_name]
+            args += ["--cluster", nats_url(self._host, self._cluster_port), "--cluster_name", self._cluster_name]
             if self._routes:
                 args += ["--routes", ",".join(self._routes)]
         return [*args, *self._extra_args]
@@ -266,6 +271,7 @@ class NatsServer:
         """
         if self.running:
             raise NatsServerError(f"{self!r} is already running: stop() or restart() it")
+        await self._terminate()  # reaps a killed or crashed process and its drain task
         binary = self._resolve_binary()
         made_store_dir = self._store_dir is None
         if self._store_dir is None:

@@ -82,7 +82,7 @@ async def nats_cluster() -> AsyncIterator[NatsCluster]:
 async def eventually(
     predicate: Callable[[], Awaitable[T]],
     *,
-    timeout: float | timedelta = ...,  # noqa: ASYNC109
+    timeout: float | timedelta = ...,
     interval: float | timedelta = ...,
     message: str | None = ...,
 ) -> T: ...
@@ -92,7 +92,7 @@ async def eventually(
 async def eventually(
     predicate: Callable[[], T],
     *,
-    timeout: float | timedelta = ...,  # noqa: ASYNC109
+    timeout: float | timedelta = ...,
     interval: float | timedelta = ...,
     message: str | None = ...,
 ) -> T: ...
@@ -101,7 +101,7 @@ async def eventually(
 async def eventually(
     predicate: Callable[[], object],
     *,
-    timeout: float | timedelta = DEFAULT_EVENTUALLY_TIMEOUT,  # noqa: ASYNC109 - the deadline is this helper's point
+    timeout: float | timedelta = DEFAULT_EVENTUALLY_TIMEOUT,
     interval: float | timedelta = DEFAULT_EVENTUALLY_INTERVAL,
     message: str | None = None,
 ) -> object:

@@ -193,6 +193,9 @@ class Worker:
         task.state = TaskState.ACTIVE
         task.tried_at = now
         task.last_err = ""
+        # Upstream counts the try only in memory until the next save, so a worker that dies mid-handler loses
+        # the count and a task that kills its worker runs forever; we store it with the active state.
+        task.tries += 1
         try:
             await self.storage.save_task(task)
         except AsyncJobsError as exc:
@@ -200,7 +203,6 @@ class Worker:
             log.info("queue %s: could not set task %s active, retrying later: %s", queue, task_id, exc)
             await self._ack(msg, _nak(RETRY_LINEAR_TEN_SECONDS.delay_ns(delivered)))
             return
-        task.tries += 1
         await self._run_handler(msg, task, delivered)
 
     async def _load(self, msg: Msg, task_id: str, delivered: int) -> Task | None:

