@@ -163,21 +163,24 @@ class Client:
         return await self._storage.load_task(task_id)
 
     async def retry_task(self, task_id: str) -> Task:
-        """Run a task again: it is set to ``retry``, its result cleared, and re-enqueued on the client's queue.
+        """Run a task again: its result is cleared and it is re-enqueued on the client's queue.
 
         Any queued item for it is replaced. Unlike upstream, ``tries`` restarts at 0 so a task that expired by
-        running out of tries can run again.
+        running out of tries can run again, and a task with dependencies goes back to ``blocked`` so its
+        parents are checked again (upstream sets ``retry`` and skips the check).
 
         Raises:
             TaskNotFound: no task has that id.
+            SignatureError: the stored task fails verification.
             EnqueueError: the queue item could not be published.
         """
         self._check_open()
         task = await self._storage.load_task(task_id)
-        task.state = TaskState.RETRY
+        task.state = TaskState.BLOCKED if task.dependencies else TaskState.RETRY
         task.result = None
         task.tries = 0
-        await self._storage.enqueue(task, self._queue)
+        task.dependency_results = {}
+        await self._storage.enqueue(task, self._queue, dedupe=False)
         return task
 
     async def delete_task(self, task_id: str) -> None:

@@ -277,8 +277,13 @@ class Storage:
 
     # ---- enqueue --------------------------------------------------------------------------------------------
 
-    async def enqueue(self, task: Task, queue: Queue) -> None:
+    async def enqueue(self, task: Task, queue: Queue, *, dedupe: bool = True) -> None:
         """Store a task and publish its work item (upstream §3.1).
+
+        Args:
+            task: the task, in state new, retry or blocked.
+            queue: where its item goes.
+            dedupe: send ``Nats-Msg-Id`` so the server drops a duplicate item (never for state ``retry``).
 
         Raises:
             InvalidTaskStateError: the task is not in state new, retry or blocked.
@@ -286,7 +291,7 @@ class Storage:
             EnqueueError: the work item could not be published; the task is saved as ``queue_error``.
         """
         await self.save_for_enqueue(task, queue)
-        await self.publish_item(task, queue)
+        await self.publish_item(task, queue, dedupe=dedupe)
 
     async def save_for_enqueue(self, task: Task, queue: Queue) -> None:
         """The first half of :meth:`enqueue`: check the state and store the task."""
@@ -305,9 +310,9 @@ class Storage:
                 ) from exc
             raise
 
-    async def publish_item(self, task: Task, queue: Queue) -> None:
+    async def publish_item(self, task: Task, queue: Queue, *, dedupe: bool = True) -> None:
         """The second half of :meth:`enqueue`: publish the work item, recording a failure on the task."""
-        headers = None if task.state == TaskState.RETRY else {HDR_MSG_ID: task.id}
+        headers = {HDR_MSG_ID: task.id} if dedupe and task.state != TaskState.RETRY else None
         what = f"publishing the work item of task {task.id} to queue {queue.name!r}"
         try:
             ack = await self.js.publish(

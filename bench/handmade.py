@@ -48,7 +48,6 @@ from bench.common import (
     Settings,
     connect,
     rate,
-    timed,
     wait_until,
 )
 from bench.raw import check_ack
@@ -94,11 +93,12 @@ async def _save(nc: NATS, task: dict[str, Any], seq: int) -> int:
     return int(ack["seq"])
 
 
-async def enqueue_many(nc: NATS, count: int) -> None:
+async def enqueue_many(nc: NATS, count: int) -> list[str]:
     """Enqueue ``count`` tasks as §3.1 does (save, event, item), pipelined like ``enqueue_many``: saves of a chunk,
-    then its items."""
+    then its items; return the task ids."""
+    ids: list[str] = []
     for start in range(0, count, PIPELINE_WINDOW):
-        chunk = []
+        chunk: list[dict[str, Any]] = []
         for i in range(start, min(count, start + PIPELINE_WINDOW)):
             chunk.append(
                 {
@@ -126,6 +126,8 @@ async def enqueue_many(nc: NATS, count: int) -> None:
 
         await asyncio.gather(*(save(t) for t in chunk))
         await asyncio.gather(*(item(t) for t in chunk))
+        ids.extend(t["id"] for t in chunk)
+    return ids
 
 
 async def _noop(task: dict[str, Any]) -> Any:
@@ -194,6 +196,20 @@ async def _queue_items(nc: NATS) -> int:
     return int(orjson.loads(reply.data)["state"]["messages"])
 
 
+async def _check_complete(nc: NATS, ids: list[str]) -> None:
+    """Spot-check that the run did the work: one stored task per id, the first, middle and last ones complete."""
+    reply = await nc.request(f"{JS_API_PREFIX}.STREAM.INFO.{TASKS_STREAM}", b"", timeout=REQUEST_TIMEOUT_S)
+    stored = int(orjson.loads(reply.data)["state"]["messages"])
+    if stored != len(ids):
+        raise RuntimeError(f"hand-made cycle: {stored} tasks stored, expected {len(ids)}")
+    for task_id in (ids[0], ids[len(ids) // 2], ids[-1]):
+        body = b'{"last_by_subj":"' + (TASK_SUBJECT_PREFIX + task_id).encode() + b'"}'
+        reply = await nc.request(GET_SUBJECT, body, timeout=REQUEST_TIMEOUT_S)
+        task = orjson.loads(base64.b64decode(orjson.loads(reply.data)["message"]["data"]))
+        if task["state"] != "complete":
+            raise RuntimeError(f"hand-made cycle: task {task_id} is {task['state']!r}, expected 'complete'")
+
+
 async def _purge_tasks(nc: NATS) -> None:
     reply = await nc.request(f"{JS_API_PREFIX}.STREAM.PURGE.{TASKS_STREAM}", b"", timeout=REQUEST_TIMEOUT_S)
     check_ack(reply.data, "purging the task store")
@@ -226,9 +242,11 @@ async def bench_handmade(url: str, settings: Settings, results: Results) -> None
         await _process(url, settings.warmup, timeout_s)
         for run in range(settings.runs):
             await _purge_tasks(nc)
-            elapsed = await asyncio.wait_for(timed(enqueue_many(nc, settings.tasks)), timeout_s)
-            enqueued = rate(settings.tasks, elapsed)
+            started = time.perf_counter()
+            ids = await asyncio.wait_for(enqueue_many(nc, settings.tasks), timeout_s)
+            enqueued = rate(settings.tasks, time.perf_counter() - started)
             processed = rate(settings.tasks, await _process(url, settings.tasks, timeout_s))
+            await _check_complete(nc, ids)
             log.info("hand-made run %d: enqueue %.0f tasks/s, cycle %.0f tasks/s", run + 1, enqueued, processed)
             results.add("hand_enqueue", "hand-made enqueue (pipelined), tasks/s", "tasks/s", enqueued)
             results.add("hand_cycle", f"hand-made cycle ({CONCURRENCY} slots), tasks/s", "tasks/s", processed)

@@ -30,8 +30,10 @@ def _tasks(count: int) -> list[asyncjobs.Task]:
     return [asyncjobs.Task(TASK_TYPE, {"i": i}) for i in range(count)]
 
 
-async def _enqueue_many(client: asyncjobs.Client, count: int) -> None:
-    await client.enqueue_many(_tasks(count))
+async def _enqueue_many(client: asyncjobs.Client, count: int) -> list[asyncjobs.Task]:
+    tasks = _tasks(count)
+    await client.enqueue_many(tasks)
+    return tasks
 
 
 async def _enqueue_sequential(client: asyncjobs.Client, count: int) -> None:
@@ -41,6 +43,17 @@ async def _enqueue_sequential(client: asyncjobs.Client, count: int) -> None:
 
 async def _empty_queue(client: asyncjobs.Client) -> bool:
     return (await client.admin.queue_info(QUEUE)).items == 0
+
+
+async def _check_complete(client: asyncjobs.Client, tasks: list[asyncjobs.Task]) -> None:
+    """Spot-check that the run did the work: one stored task each, the first, middle and last ones complete."""
+    stored = (await client.admin.tasks_info()).tasks
+    if stored != len(tasks):
+        raise RuntimeError(f"library run: {stored} tasks stored, expected {len(tasks)}")
+    for task in (tasks[0], tasks[len(tasks) // 2], tasks[-1]):
+        state = (await client.get_task(task.id)).state
+        if state != asyncjobs.TaskState.COMPLETED:
+            raise RuntimeError(f"library run: task {task.id} is {state.value!r}, expected 'complete'")
 
 
 class Counting:
@@ -105,9 +118,11 @@ async def bench_library(url: str, settings: Settings, results: Results) -> None:
             sequential = rate(settings.sequential_tasks, elapsed)
             await producer.admin.purge_queue(QUEUE)
             await producer.admin.purge_tasks()
-            elapsed = await asyncio.wait_for(timed(_enqueue_many(producer, settings.tasks)), timeout_s)
-            many = rate(settings.tasks, elapsed)
+            started = time.perf_counter()
+            tasks = await asyncio.wait_for(_enqueue_many(producer, settings.tasks), timeout_s)
+            many = rate(settings.tasks, time.perf_counter() - started)
             processed = rate(settings.tasks, await _process(url, settings.tasks, timeout_s))
+            await _check_complete(producer, tasks)
             log.info(
                 "library run %d: enqueue_many %.0f, enqueue %.0f, run %.0f tasks/s",
                 run + 1,

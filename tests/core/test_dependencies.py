@@ -96,3 +96,33 @@ async def test_raising_dependencies_failed_makes_task_unreachable(make_client: C
     async with running(client, router):
         done = await wait_state(client, task.id, TaskState.UNREACHABLE)
     assert done.last_err == "upstream data missing"
+
+
+async def test_retrying_an_unreachable_child_checks_its_parents_again(make_client: ClientFactory) -> None:
+    client = await make_client(queue="DEPRT")
+    router = asyncjobs.Router()
+    parent_ok = False
+
+    @router.handler("parent")
+    async def parent_handler(task: asyncjobs.Task) -> str:
+        if not parent_ok:
+            raise asyncjobs.TerminateTask("not yet")
+        return "parent done"
+
+    @router.handler("child")
+    async def child_handler(task: asyncjobs.Task) -> Any:
+        return {k: v.payload for k, v in task.dependency_results.items()}
+
+    parent = asyncjobs.Task("parent")
+    child = asyncjobs.Task("child", dependencies=[parent.id], load_dependencies=True)
+    await client.enqueue_many([parent, child])
+    async with running(client, router):
+        await wait_state(client, child.id, TaskState.UNREACHABLE, timeout=20)
+        parent_ok = True
+        # The parent first: a child retried while its parent is still terminated is unreachable again.
+        await client.retry_task(parent.id)
+        retried_child = await client.retry_task(child.id)
+        assert retried_child.state == TaskState.BLOCKED and retried_child.tries == 0
+        await wait_state(client, parent.id, TaskState.COMPLETED)
+        done = await wait_state(client, child.id, TaskState.COMPLETED, timeout=20)
+    assert done.result is not None and done.result.payload == {parent.id: "parent done"}
