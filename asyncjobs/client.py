@@ -94,6 +94,11 @@ class Client:
         return self._options
 
     @property
+    def metrics_port(self) -> int | None:
+        """The port ``/metrics`` is served on while the client runs (useful with ``prometheus_port=0``)."""
+        return None if self._metrics_server is None else self._metrics_server.port
+
+    @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._state is _Lifecycle.CLOSED

@@ -108,6 +108,8 @@ def b64decode(value: Any, what: str) -> bytes | None:
 
 
 def _int(value: Any, what: str) -> int:
+    if value is None:  # Go leaves an int at 0 for null
+        return 0
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     raise CorruptDataError(f"{what} must be an integer, not {value!r}")
@@ -163,7 +165,9 @@ def task_to_wire(task: Task) -> dict[str, Any]:
     if task.dependencies:
         obj["dependencies"] = task.dependencies
     if task.dependency_results:
-        obj["dependency_results"] = {key: result_to_wire(res) for key, res in task.dependency_results.items()}
+        # Go writes map keys sorted.
+        results = task.dependency_results
+        obj["dependency_results"] = {key: result_to_wire(results[key]) for key in sorted(results)}
     if task.load_dependencies:
         obj["load_dependencies"] = True
     obj["payload"] = None if task.payload is None else base64.b64encode(task.payload).decode("ascii")
@@ -288,7 +292,7 @@ Event = TaskStateEvent | LeaderElectedEvent
 
 
 def _event_base(now_ns: int | None) -> tuple[str, str]:
-    event_id = new_ksuid(now=None if now_ns is None else now_ns / 1e9)
+    event_id = new_ksuid(now=None if now_ns is None else now_ns // 1_000_000_000)
     # The timestamp is the KSUID's own time, whole seconds, as upstream derives it.
     return event_id, format_time(WireTime.from_datetime(ksuid_timestamp(event_id)))
 
@@ -310,7 +314,9 @@ def encode_task_event(task: Task, *, now_ns: int | None = None) -> bytes:
     if task.last_err:
         obj["last_error"] = task.last_err
     now = WireTime.now().unix_ns if now_ns is None else now_ns
-    age_ns = round((now - task.created_at.unix_ns) / 1_000_000) * 1_000_000
+    # Go: time.Since(created.Round(time.Millisecond)), halves rounded up.
+    created_ms, rest = divmod(task.created_at.unix_ns, 1_000_000)
+    age_ns = now - (created_ms + (1 if rest >= 500_000 else 0)) * 1_000_000
     if age_ns:
         obj["task_age"] = age_ns
     return dumps(obj)

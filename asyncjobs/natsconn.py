@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import ssl
@@ -9,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nats
 import orjson
 from nats.aio.client import Client as NATS
 
@@ -144,10 +145,19 @@ async def open_connection(options: ConnectionOptions) -> tuple[NATS, str | None]
         kwargs["tls"] = tls
     if ctx and ctx.inbox_prefix:
         kwargs["inbox_prefix"] = ctx.inbox_prefix
+    nc = NATS()
+    # nats-py can keep retrying some failures (a TLS handshake it cannot verify) past its attempt limit, so the
+    # first connection also gets an overall deadline.
+    deadline = (options.connect_timeout + INITIAL_RECONNECT_WAIT_S) * INITIAL_CONNECT_ATTEMPTS * len(servers) + 1
     try:
-        nc = await nats.connect(**kwargs)
+        await asyncio.wait_for(nc.connect(**kwargs), deadline)
     except Exception as exc:
-        raise JetStreamError(f"cannot connect to NATS at {', '.join(servers)}: {exc or type(exc).__name__}") from exc
+        with contextlib.suppress(Exception):
+            await nc.close()
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, TimeoutError):
+            reason = f"no connection within {deadline:.0f}s (see the logged connection errors)"
+        raise JetStreamError(f"cannot connect to NATS at {', '.join(servers)}: {reason}") from exc
     # Once connected, reconnect forever with upstream's delay (the 1-minute linear policy's first interval).
     nc.options["max_reconnect_attempts"] = -1
     nc.options["reconnect_time_wait"] = RETRY_LINEAR_ONE_MINUTE.delay(1)

@@ -16,7 +16,6 @@ from bench.common import (
     Settings,
     percentile,
     rate,
-    timed,
     wait_until,
 )
 
@@ -112,27 +111,21 @@ async def bench_library(url: str, settings: Settings, results: Results) -> None:
     async with await asyncjobs.connect(url, queue=QUEUE) as producer:
         await _enqueue_many(producer, settings.warmup)
         await _process(url, settings.warmup, timeout_s)
-        for run in range(settings.runs):
-            await producer.admin.purge_tasks()
-            elapsed = await asyncio.wait_for(timed(_enqueue_sequential(producer, settings.sequential_tasks)), timeout_s)
-            sequential = rate(settings.sequential_tasks, elapsed)
-            await producer.admin.purge_queue(QUEUE)
-            await producer.admin.purge_tasks()
-            started = time.perf_counter()
-            tasks = await asyncio.wait_for(_enqueue_many(producer, settings.tasks), timeout_s)
-            many = rate(settings.tasks, time.perf_counter() - started)
-            processed = rate(settings.tasks, await _process(url, settings.tasks, timeout_s))
-            await _check_complete(producer, tasks)
-            log.info(
-                "library run %d: enqueue_many %.0f, enqueue %.0f, run %.0f tasks/s",
-                run + 1,
-                many,
-                sequential,
-                processed,
-            )
-            results.add("lib_enqueue_many", "enqueue_many, tasks/s", "tasks/s", many)
-            results.add("lib_enqueue", "enqueue (sequential), tasks/s", "tasks/s", sequential)
-            results.add("lib_run", f"run (concurrency {CONCURRENCY}), tasks/s", "tasks/s", processed)
+        await producer.admin.purge_tasks()
+        started = time.perf_counter()
+        await asyncio.wait_for(_enqueue_sequential(producer, settings.sequential_tasks), timeout_s)
+        sequential = rate(settings.sequential_tasks, time.perf_counter() - started)
+        await producer.admin.purge_queue(QUEUE)
+        await producer.admin.purge_tasks()
+        started = time.perf_counter()
+        tasks = await asyncio.wait_for(_enqueue_many(producer, settings.tasks), timeout_s)
+        many = rate(settings.tasks, time.perf_counter() - started)
+        processed = rate(settings.tasks, await _process(url, settings.tasks, timeout_s))
+        await _check_complete(producer, tasks)
+        log.info("library: enqueue_many %.0f, enqueue %.0f, run %.0f tasks/s", many, sequential, processed)
+        results.add("lib_enqueue_many", "enqueue_many, tasks/s", "tasks/s", many)
+        results.add("lib_enqueue", "enqueue (sequential), tasks/s", "tasks/s", sequential)
+        results.add("lib_run", f"run (concurrency {CONCURRENCY}), tasks/s", "tasks/s", processed)
 
 
 async def _paced_enqueue(producer: asyncjobs.Client, per_second: float, seconds: float) -> int:
@@ -165,16 +158,15 @@ async def bench_latency(url: str, settings: Settings, results: Results) -> None:
         counting.expect(LATENCY_WARMUP)
         await producer.enqueue_many(_tasks(LATENCY_WARMUP))
         await counting.wait(worker, timeout_s)
-        for run in range(settings.runs):
-            counting.latencies_ns.clear()
-            counting.expect(int(settings.latency_rate * settings.latency_seconds))
-            started = time.perf_counter()
-            sent = await _paced_enqueue(producer, settings.latency_rate, settings.latency_seconds)
-            offered = rate(sent, time.perf_counter() - started)
-            await counting.wait(worker, timeout_s)
-            samples = [ns / NS_PER_MS for ns in counting.latencies_ns]
-            p50, p99 = percentile(samples, 50), percentile(samples, 99)
-            log.info("latency run %d: %d tasks at %.0f/s, p50 %.2f ms, p99 %.2f ms", run + 1, sent, offered, p50, p99)
-            label = f"at {settings.latency_rate:g} tasks/s"
-            results.add("lat_p50", f"enqueue-to-start latency p50 {label}, ms", "ms", p50, higher_is_better=False)
-            results.add("lat_p99", f"enqueue-to-start latency p99 {label}, ms", "ms", p99, higher_is_better=False)
+        counting.latencies_ns.clear()
+        counting.expect(int(settings.latency_rate * settings.latency_seconds))
+        started = time.perf_counter()
+        sent = await _paced_enqueue(producer, settings.latency_rate, settings.latency_seconds)
+        offered = rate(sent, time.perf_counter() - started)
+        await counting.wait(worker, timeout_s)
+        samples = [ns / NS_PER_MS for ns in counting.latencies_ns]
+        p50, p99 = percentile(samples, 50), percentile(samples, 99)
+        log.info("latency: %d tasks at %.0f/s, p50 %.2f ms, p99 %.2f ms", sent, offered, p50, p99)
+        label = f"at {settings.latency_rate:g} tasks/s"
+        results.add("lat_p50", f"enqueue-to-start latency p50 {label}, ms", "ms", p50, higher_is_better=False)
+        results.add("lat_p99", f"enqueue-to-start latency p99 {label}, ms", "ms", p99, higher_is_better=False)

@@ -78,13 +78,17 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 async def run_all(names: list[str], settings: Settings) -> Results:
+    """Run every scenario once per round, each time on a fresh server; rounds interleave the scenarios so that a
+    slow drift of the machine (other processes, thermal limits) affects all of them alike."""
     results = Results()
-    for name in names:
-        started = time.perf_counter()
-        log.info("scenario %s: starting a fresh nats-server", name)
-        async with NatsServer() as server:
-            await SCENARIOS[name](server.url, settings, results)
-        log.info("scenario %s: done in %.1fs", name, time.perf_counter() - started)
+    for run in range(1, settings.runs + 1):
+        for name in names:
+            started = time.perf_counter()
+            async with NatsServer() as server:
+                await SCENARIOS[name](server.url, settings, results)
+            log.info(
+                "run %d/%d, %s: %.1fs on a fresh nats-server", run, settings.runs, name, time.perf_counter() - started
+            )
     return results
 
 

@@ -76,10 +76,6 @@ def test_task_state_event_omits_empty_queue_last_error_and_age() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="codec.encode_task_event rounds the age to ms; Go computes time.Since(created.Round(time.Millisecond))",
-)
 def test_task_age_is_now_minus_created_rounded_to_the_millisecond() -> None:
     # lifecycle.go: e.Age = time.Since(t.CreatedAt.Round(time.Millisecond)): the created time is rounded, not the age.
     task = decode_task(golden("task_retry.json"))
