@@ -31,6 +31,7 @@ PULL_EXPIRES_NS: Final = 30_000_000_000
 IDLE_HEARTBEAT_NS: Final = 5_000_000_000
 # Without a message or heartbeat for this long, outstanding requests are assumed lost (e.g. a reconnect).
 STALE_AFTER_S: Final = 3 * IDLE_HEARTBEAT_NS / 1e9
+CHECK_INTERVAL_S: Final = 1.0
 
 
 class Puller:
@@ -58,6 +59,7 @@ class Puller:
         self.wake = asyncio.Event()
         self.sub: Subscription | None = None
         self.inbox = nc.new_inbox()
+        self.reconnects = nc.stats.get("reconnects", 0)
 
     def release(self) -> None:
         """A message is finished: its slot takes the next buffered message or a new pull."""
@@ -74,8 +76,13 @@ class Puller:
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), timeout=STALE_AFTER_S)
+                    await asyncio.wait_for(self.wake.wait(), timeout=CHECK_INTERVAL_S)
                 self.wake.clear()
+                reconnects = self.nc.stats.get("reconnects", 0)
+                if reconnects != self.reconnects:
+                    # Pull requests do not survive a reconnect to another (or a restarted) server.
+                    self.reconnects = reconnects
+                    self.outstanding = 0
                 if self.outstanding and time.monotonic() - self.last_activity > STALE_AFTER_S:
                     log.debug("queue %s: no word from the server for pull requests, re-issuing them", self.queue)
                     self.outstanding = 0

@@ -44,7 +44,7 @@ from asyncjobs.jsapi import QUEUE_ERRORS, TASK_ERRORS, JetStream
 from asyncjobs.metrics import METRICS
 from asyncjobs.queue import Queue
 from asyncjobs.signing import TaskVerifier, signature_envelope
-from asyncjobs.task import ENQUEUEABLE_STATES, Task, TaskState
+from asyncjobs.task import ENQUEUEABLE_STATES, Task, TaskState, validate_name
 
 log = logging.getLogger("asyncjobs")
 
@@ -143,9 +143,12 @@ class Storage:
             pass
         try:
             return await self.js.api(f"STREAM.CREATE.{name}", config, what)
-        except JetStreamError:
-            # Another process may have created it between our INFO and CREATE.
-            return await self.js.stream_info(name, what)
+        except JetStreamError as exc:
+            # Another process may have created it between our INFO and CREATE; if not, the CREATE error stands.
+            try:
+                return await self.js.stream_info(name, what)
+            except QueueNotFound:
+                raise exc from None
 
     async def prepare_tasks(self, *, replicas: int, memory: bool, retention_ns: int) -> None:
         """Create or load ``CHORIA_AJ_TASKS`` and the configuration and election buckets."""
@@ -208,6 +211,7 @@ class Storage:
             SignatureError: a verification key is set and the signature is missing or wrong.
             CorruptDataError: the stored task cannot be decoded.
         """
+        validate_name(task_id, "task id")
         stored = await self.js.get_last(TASKS_STREAM, TASK_SUBJECT_PREFIX + task_id, f"loading task {task_id}")
         task = codec.decode_task(stored.data, seq=stored.seq)
         if verify and self.verifier is not None:
@@ -270,6 +274,7 @@ class Storage:
         Raises:
             TaskNotFound: no task has that id.
         """
+        validate_name(task_id, "task id")
         stored = await self.js.get_last(TASKS_STREAM, TASK_SUBJECT_PREFIX + task_id, f"deleting task {task_id}")
         await self.js.api(
             f"STREAM.MSG.DELETE.{TASKS_STREAM}", {"seq": stored.seq}, f"deleting task {task_id}", errors=TASK_ERRORS

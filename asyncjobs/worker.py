@@ -152,7 +152,11 @@ class Worker:
             await asyncio.wait(pending, timeout=ACK_TIMEOUT_S * 2)
 
     def _spawn(self, msg: Msg) -> None:
-        task = asyncio.create_task(self._process(msg))
+        if self.stopping:
+            # Arrived while shutting down: hand it straight back.
+            task = asyncio.create_task(self._ack(msg, _nak(0)))
+        else:
+            task = asyncio.create_task(self._process(msg))
         self.running.add(task)
         task.add_done_callback(self._finished)
 

@@ -215,18 +215,22 @@ async def _purge_tasks(nc: NATS) -> None:
     check_ack(reply.data, "purging the task store")
 
 
-async def _process(url: str, count: int, timeout_s: float) -> float:
-    """Process ``count`` items on a worker connection of its own; return the seconds until the queue is empty."""
+async def _process(url: str, count: int, timeout_s: float) -> tuple[float, float]:
+    """Process ``count`` items on a worker connection of its own.
+
+    Returns:
+        The wall seconds until the queue is empty, and the CPU seconds this process used meanwhile.
+    """
     nc = await connect(url)
     try:
 
         async def drained() -> bool:
             return await _queue_items(nc) == 0
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.wait_for(Cycle(nc, count).run(), timeout_s)
         await wait_until(drained, "an empty BENCH queue", timeout_s)
-        return time.perf_counter() - started
+        return time.perf_counter() - started, time.process_time() - cpu
     finally:
         await nc.close()
 
@@ -244,10 +248,12 @@ async def bench_handmade(url: str, settings: Settings, results: Results) -> None
         started = time.perf_counter()
         ids = await asyncio.wait_for(enqueue_many(nc, settings.tasks), timeout_s)
         enqueued = rate(settings.tasks, time.perf_counter() - started)
-        processed = rate(settings.tasks, await _process(url, settings.tasks, timeout_s))
+        elapsed, cpu = await _process(url, settings.tasks, timeout_s)
+        processed, cpu_us = rate(settings.tasks, elapsed), cpu / settings.tasks * 1e6
         await _check_complete(nc, ids)
-        log.info("hand-made: enqueue %.0f tasks/s, cycle %.0f tasks/s", enqueued, processed)
+        log.info("hand-made: enqueue %.0f tasks/s, cycle %.0f tasks/s, %.0f us CPU/task", enqueued, processed, cpu_us)
         results.add("hand_enqueue", "hand-made enqueue (pipelined), tasks/s", "tasks/s", enqueued)
         results.add("hand_cycle", f"hand-made cycle ({CONCURRENCY} slots), tasks/s", "tasks/s", processed)
+        results.add("hand_cpu", "hand-made cycle, client CPU per task, us", "us", cpu_us, higher_is_better=False)
     finally:
         await nc.close()

@@ -90,17 +90,21 @@ class Counting:
             raise TimeoutError(f"benchmark stalled: {self.count}/{self.target} tasks handled after {timeout_s:.0f}s")
 
 
-async def _process(url: str, count: int, timeout_s: float) -> float:
-    """Run a worker client until ``count`` queued tasks are handled and the queue is empty; return the seconds."""
+async def _process(url: str, count: int, timeout_s: float) -> tuple[float, float]:
+    """Run a worker client until ``count`` queued tasks are handled and the queue is empty.
+
+    Returns:
+        The wall seconds from calling ``run`` until the queue is empty, and the CPU seconds this process used.
+    """
     counting = Counting()
     counting.expect(count)
     client = await asyncjobs.connect(url, queue=QUEUE, concurrency=CONCURRENCY)
     try:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         worker = asyncio.create_task(client.run(counting.router))
         await counting.wait(worker, timeout_s)
         await wait_until(lambda: _empty_queue(client), "an empty BENCH queue", timeout_s)
-        return time.perf_counter() - started
+        return time.perf_counter() - started, time.process_time() - cpu
     finally:
         await client.close()
 
@@ -120,12 +124,20 @@ async def bench_library(url: str, settings: Settings, results: Results) -> None:
         started = time.perf_counter()
         tasks = await asyncio.wait_for(_enqueue_many(producer, settings.tasks), timeout_s)
         many = rate(settings.tasks, time.perf_counter() - started)
-        processed = rate(settings.tasks, await _process(url, settings.tasks, timeout_s))
+        elapsed, cpu = await _process(url, settings.tasks, timeout_s)
+        processed, cpu_us = rate(settings.tasks, elapsed), cpu / settings.tasks * 1e6
         await _check_complete(producer, tasks)
-        log.info("library: enqueue_many %.0f, enqueue %.0f, run %.0f tasks/s", many, sequential, processed)
+        log.info(
+            "library: enqueue_many %.0f, enqueue %.0f, run %.0f tasks/s, %.0f us CPU/task",
+            many,
+            sequential,
+            processed,
+            cpu_us,
+        )
         results.add("lib_enqueue_many", "enqueue_many, tasks/s", "tasks/s", many)
         results.add("lib_enqueue", "enqueue (sequential), tasks/s", "tasks/s", sequential)
         results.add("lib_run", f"run (concurrency {CONCURRENCY}), tasks/s", "tasks/s", processed)
+        results.add("lib_cpu", "run, client CPU per task, us", "us", cpu_us, higher_is_better=False)
 
 
 async def _paced_enqueue(producer: asyncjobs.Client, per_second: float, seconds: float) -> int:

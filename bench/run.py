@@ -42,7 +42,7 @@ SCENARIOS: Final[dict[str, Scenario]] = {
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--tasks", type=int, default=None, help="tasks per measured run (default 5000, quick 500)")
-    parser.add_argument("--runs", type=int, default=None, help="measured runs per scenario (default 3, quick 1)")
+    parser.add_argument("--runs", type=int, default=None, help="measured runs per scenario (default 5, quick 1)")
     parser.add_argument("--quick", action="store_true", help="a fast smoke run: 500 tasks, one run each")
     parser.add_argument("--no-write", action="store_true", help=f"do not rewrite {DOCS.relative_to(DOCS.parents[1])}")
     parser.add_argument(
@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     tasks = args.tasks if args.tasks is not None else (500 if args.quick else 5000)
-    runs = args.runs if args.runs is not None else (1 if args.quick else 3)
+    runs = args.runs if args.runs is not None else (1 if args.quick else 5)
     return Settings(
         tasks=tasks,
         runs=runs,

@@ -274,3 +274,13 @@ async def test_run_needs_handlers(make_client: ClientFactory, nc: NATS) -> None:
     client = await make_client(queue="RUN")
     with pytest.raises(asyncjobs.ConfigurationError, match="at least one handler"):
         await client.run(asyncjobs.Router())
+
+
+async def test_invalid_ids_and_impossible_storage(make_client: ClientFactory) -> None:
+    client = await make_client(queue="IDS")
+    for bad in ("a.b", "a>", "", "a b"):
+        with pytest.raises(asyncjobs.InvalidNameError, match="task id is invalid"):
+            await client.get_task(bad)
+    # Three replicas on a single server: the creation error is reported, not a misleading "not found".
+    with pytest.raises(asyncjobs.JetStreamError, match="replicas > 1 not supported in non-clustered mode"):
+        await make_client(queue="R3", replicas=3)
