@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import time
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -17,9 +19,13 @@ import orjson
 
 from asyncjobs.constants import EVENT_LEADER_ELECTED, EVENT_TASK_STATE, ITEM_KIND_TASK
 from asyncjobs.errors import ConfigurationError, CorruptDataError
-from asyncjobs.ksuid import ksuid_timestamp, new_ksuid
+from asyncjobs.ksuid import new_ksuid
 from asyncjobs.task import Task, TaskResult, TaskState
-from asyncjobs.wiretime import WireTime, format_time, parse_time
+from asyncjobs.wiretime import NS_PER_SECOND, WireTime, parse_time
+from asyncjobs.wiretime import format_time as _format_time
+
+# A task's created and deadline times are formatted on every save and the event second repeats: cache them.
+format_time: Final = functools.lru_cache(maxsize=16384)(_format_time)
 
 _ESCAPES: Final = ((b"<", b"\\u003c"), (b">", b"\\u003e"), (b"&", b"\\u0026"))
 _LINE_SEPARATORS: Final = ((b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"))
@@ -75,7 +81,7 @@ def loads_object(data: bytes | str, what: str) -> dict[str, Any]:
 
 def fold_keys(obj: dict[str, Any], fields: frozenset[str]) -> dict[str, Any]:
     """Map keys that differ from the known fields only in case onto them, exact keys winning (Go's rule)."""
-    if all(key in fields for key in obj):
+    if obj.keys() <= fields:
         return obj
     folded = {key: value for key, value in obj.items() if key in fields}
     lower = {field.lower(): field for field in fields}
@@ -291,15 +297,16 @@ class LeaderElectedEvent:
 Event = TaskStateEvent | LeaderElectedEvent
 
 
-def _event_base(now_ns: int | None) -> tuple[str, str]:
-    event_id = new_ksuid(now=None if now_ns is None else now_ns // 1_000_000_000)
+def _event_base(now_ns: int) -> tuple[str, str]:
+    now_s = now_ns // NS_PER_SECOND
     # The timestamp is the KSUID's own time, whole seconds, as upstream derives it.
-    return event_id, format_time(WireTime.from_datetime(ksuid_timestamp(event_id)))
+    return new_ksuid(now=now_s, secure=False), format_time(WireTime(now_s * NS_PER_SECOND))
 
 
 def encode_task_event(task: Task, *, now_ns: int | None = None) -> bytes:
     """The state-change event for a task, as Go publishes it."""
-    event_id, timestamp = _event_base(now_ns)
+    now = time.time_ns() if now_ns is None else now_ns
+    event_id, timestamp = _event_base(now)
     obj: dict[str, Any] = {
         "event_id": event_id,
         "type": EVENT_TASK_STATE,
@@ -313,7 +320,6 @@ def encode_task_event(task: Task, *, now_ns: int | None = None) -> bytes:
     obj["task_type"] = task.type
     if task.last_err:
         obj["last_error"] = task.last_err
-    now = WireTime.now().unix_ns if now_ns is None else now_ns
     # Go: time.Since(created.Round(time.Millisecond)), halves rounded up.
     created_ms, rest = divmod(task.created_at.unix_ns, 1_000_000)
     age_ns = now - (created_ms + (1 if rest >= 500_000 else 0)) * 1_000_000
@@ -324,7 +330,7 @@ def encode_task_event(task: Task, *, now_ns: int | None = None) -> bytes:
 
 def encode_leader_event(name: str, component: str, *, now_ns: int | None = None) -> bytes:
     """The leader-elected event, as Go publishes it."""
-    event_id, timestamp = _event_base(now_ns)
+    event_id, timestamp = _event_base(time.time_ns() if now_ns is None else now_ns)
     obj = {"event_id": event_id, "type": EVENT_LEADER_ELECTED, "timestamp": timestamp}
     obj["name"] = name
     obj["component"] = component

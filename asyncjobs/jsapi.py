@@ -8,6 +8,7 @@ replies once with orjson.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -65,7 +66,17 @@ class StoredMessage:
     subject: str
     seq: int
     data: bytes
-    headers: dict[str, str]
+    encoded_headers: str = ""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The stored message's headers (decoded on demand: the hot path never needs them)."""
+        return parse_headers(base64.b64decode(self.encoded_headers)) if self.encoded_headers else {}
+
+
+def _expire(future: asyncio.Future[Msg]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 def translate(exc: BaseException, what: str) -> AsyncJobsError:
@@ -104,6 +115,28 @@ class JetStream:
         self.nc = nc
         self.timeout = timeout
         self.prefix = api_prefix
+        self._inbox = ""
+        self._next_token = 0
+        self._pending: dict[str, asyncio.Future[Msg]] = {}
+        self._subscribing: asyncio.Lock | None = None
+
+    async def _reply_prefix(self) -> str:
+        # One wildcard subscription carries every reply, like nats-py's own request mux, but with a counter for
+        # tokens and one timer per request: this is the hot path of every task.
+        if not self._inbox:
+            if self._subscribing is None:
+                self._subscribing = asyncio.Lock()
+            async with self._subscribing:
+                if not self._inbox:
+                    inbox = self.nc.new_inbox() + "."
+                    await self.nc.subscribe(inbox + "*", cb=self._on_reply)
+                    self._inbox = inbox
+        return self._inbox
+
+    async def _on_reply(self, msg: Msg) -> None:
+        future = self._pending.get(msg.subject[len(self._inbox) :])
+        if future is not None and not future.done():
+            future.set_result(msg)
 
     async def request_raw(
         self, subject: str, payload: bytes, what: str, *, headers: dict[str, str] | None = None
@@ -114,10 +147,23 @@ class JetStream:
             JetStreamError: no responders (the stream or service does not exist) or another NATS failure.
             TaskTimeout: no reply in time.
         """
+        inbox = self._inbox or await self._reply_prefix()
+        self._next_token += 1
+        token = str(self._next_token)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Msg] = loop.create_future()
+        self._pending[token] = future
+        timer = loop.call_later(self.timeout, _expire, future)
         try:
-            msg = await self.nc.request(subject, payload, timeout=self.timeout, headers=headers)
+            await self.nc.publish(subject, payload, reply=inbox + token, headers=headers)
+            msg = await future
         except Exception as exc:
             raise translate(exc, what) from exc
+        finally:
+            timer.cancel()
+            del self._pending[token]
+        if msg.headers and not msg.data and msg.headers.get(HDR_STATUS) == NO_RESPONDERS:
+            raise JetStreamError(f"{what}: nats: no responders available for request", code=503)
         return msg
 
     async def request(
@@ -200,11 +246,7 @@ def decode_stored(reply: Mapping[str, Any], what: str) -> StoredMessage:
     try:
         message = reply["message"]
         data = base64.b64decode(message.get("data") or b"")
-        headers: dict[str, str] = {}
-        raw_headers = message.get("hdrs")
-        if raw_headers:
-            headers = parse_headers(base64.b64decode(raw_headers))
-        return StoredMessage(str(message["subject"]), int(message["seq"]), data, headers)
+        return StoredMessage(str(message["subject"]), int(message["seq"]), data, message.get("hdrs") or "")
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptDataError(f"{what}: malformed stored message: {exc}") from exc
 

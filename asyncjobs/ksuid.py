@@ -8,6 +8,7 @@ the timestamp leads and the encoding is fixed-width, ids sort lexicographically 
 from __future__ import annotations
 
 import os
+import random
 import time
 from datetime import UTC, datetime
 from typing import Final
@@ -28,24 +29,33 @@ _DIGIT_VALUES: Final = {char: index for index, char in enumerate(_ALPHABET)}
 # Two base62 digits per division halves the number of big-integer divmods on the enqueue hot path.
 _PAIR_BASE: Final = 62 * 62
 _PAIRS: Final = tuple(a + b for a in _ALPHABET for b in _ALPHABET)
-# 14 pairs give 28 digits; 2**160 < 62**27, so the first of them is always "0" and is dropped.
-_PAIR_COUNT: Final = 14
+# 2**160 < 62**27: three chunks of nine digits hold every KSUID.
+_CHUNK: Final = 62**9
 
 
 def _encode(value: int) -> str:
+    # Three divmods of the big integer by 62**9 leave machine-sized chunks, whose nine digits come from small
+    # divisions and a table of digit pairs: this is on the hot path (every task and every event).
     pairs = _PAIRS
-    parts: list[str] = [""] * _PAIR_COUNT
-    for index in range(_PAIR_COUNT - 1, -1, -1):
-        value, pair = divmod(value, _PAIR_BASE)
-        parts[index] = pairs[pair]
-    return "".join(parts)[1:]
+    value, low = divmod(value, _CHUNK)
+    high, middle = divmod(value, _CHUNK)
+    out = []
+    for chunk in (high, middle, low):
+        rest, last = divmod(chunk, 62)
+        rest, d4 = divmod(rest, _PAIR_BASE)
+        rest, d3 = divmod(rest, _PAIR_BASE)
+        d1, d2 = divmod(rest, _PAIR_BASE)
+        out.append(pairs[d1] + pairs[d2] + pairs[d3] + pairs[d4] + _ALPHABET[last])
+    return "".join(out)
 
 
-def new_ksuid(*, now: float | None = None) -> str:
+def new_ksuid(*, now: float | None = None, secure: bool = True) -> str:
     """Return a new random KSUID.
 
     Args:
         now: Unix time in seconds to stamp the id with; the current time when omitted.
+        secure: draw the random part from the OS (task ids); ``False`` uses a faster non-cryptographic
+            generator (reseeded in forked children), for ids that need only be unique, such as event ids.
 
     Returns:
         The 27-character id.
@@ -59,7 +69,8 @@ def new_ksuid(*, now: float | None = None) -> str:
         raise ConfigurationError(
             f"cannot make a KSUID for Unix time {now}: it must lie between 1400000000 and 5694967295"
         )
-    return _encode((stamp << _PAYLOAD_BITS) | int.from_bytes(os.urandom(16)))
+    payload = int.from_bytes(os.urandom(16)) if secure else random.getrandbits(_PAYLOAD_BITS)
+    return _encode((stamp << _PAYLOAD_BITS) | payload)
 
 
 def ksuid_timestamp(value: str) -> datetime:

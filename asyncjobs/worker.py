@@ -9,6 +9,7 @@ reached a final state, or ``-NAK {"delay": <ns>}`` to be retried. Differences fr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any, Final
@@ -118,18 +119,26 @@ class Worker:
         self.max_run_time_s = queue.max_run_time_ns / NS_PER_SECOND
         self.max_run_time_ns = queue.max_run_time_ns
         self.max_deliver = queue.max_tries
-        self.running: set[asyncio.Task[None]] = set()
+        self.inbox: asyncio.Queue[Msg] = asyncio.Queue()
+        self.slots: list[asyncio.Task[None]] = []
+        self.busy = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
         self.stopping = False
         self.puller = Puller(
             self.nc,
             f"{api_prefix}.CONSUMER.MSG.NEXT.{queue.stream}.WORKERS",
             queue.name,
             slots=concurrency,
-            deliver=self._spawn,
+            deliver=self._deliver,
         )
 
     async def run(self) -> None:
         """Process items until cancelled; on the way out running handlers get ``shutdown_grace`` to finish."""
+        self.slots = [
+            asyncio.create_task(self._slot(), name=f"asyncjobs-slot-{self.queue.name}-{n}")
+            for n in range(self.puller.slots)
+        ]
         pulling = asyncio.create_task(self.puller.run(), name=f"asyncjobs-pull-{self.queue.name}")
         try:
             await pulling
@@ -140,32 +149,40 @@ class Worker:
             await self._drain()
 
     async def _drain(self) -> None:
-        for msg in list(self.puller.overflow):
-            await self._ack(msg, _nak(0))
+        unstarted = [*self.puller.overflow]
         self.puller.overflow.clear()
-        if not self.running:
-            return
-        _, pending = await asyncio.wait(set(self.running), timeout=self.shutdown_grace)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=ACK_TIMEOUT_S * 2)
+        while not self.inbox.empty():
+            unstarted.append(self.inbox.get_nowait())
+        for msg in unstarted:
+            await self._ack(msg, _nak(0))
+        if self.busy:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.idle.wait(), self.shutdown_grace)
+        for slot in self.slots:
+            slot.cancel()
+        await asyncio.wait(self.slots, timeout=ACK_TIMEOUT_S * 2)
 
-    def _spawn(self, msg: Msg) -> None:
-        if self.stopping:
-            # Arrived while shutting down: hand it straight back.
-            task = asyncio.create_task(self._ack(msg, _nak(0)))
-        else:
-            task = asyncio.create_task(self._process(msg))
-        self.running.add(task)
-        task.add_done_callback(self._finished)
+    def _deliver(self, msg: Msg) -> None:
+        self.inbox.put_nowait(msg)
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self.running.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("queue %s: unexpected error processing an item", self.queue.name, exc_info=task.exception())
-        if not self.stopping:
-            self.puller.release()
+    async def _slot(self) -> None:
+        # One long-lived coroutine per concurrency slot: cheaper than a task per item.
+        while True:
+            msg = await self.inbox.get()
+            self.busy += 1
+            self.idle.clear()
+            try:
+                await self._process(msg)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("queue %s: unexpected error processing an item", self.queue.name)
+            finally:
+                self.busy -= 1
+                if not self.busy:
+                    self.idle.set()
+                if not self.stopping:
+                    self.puller.release()
 
     async def _ack(self, msg: Msg, body: bytes) -> None:
         try:

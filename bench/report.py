@@ -194,9 +194,7 @@ To profile the library: `.venv/bin/python -m cProfile -o /tmp/prof.out bench/run
 """
 
 
-def write_markdown(
-    path: Path, results: Results, machine: Machine, settings: Settings, seconds: float, notes: list[str]
-) -> None:
+def write_markdown(path: Path, results: Results, machine: Machine, settings: Settings, seconds: float) -> None:
     """Overwrite ``path`` with the report."""
     when = datetime.now(UTC)
     lines = [
@@ -212,7 +210,6 @@ def write_markdown(
         "",
         verdict(results),
         "",
-        *notes,
         _EXPLANATION,
     ]
     path.write_text("\n".join(lines))

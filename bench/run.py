@@ -84,7 +84,8 @@ async def run_all(names: list[str], settings: Settings) -> Results:
     for run in range(1, settings.runs + 1):
         for name in names:
             started = time.perf_counter()
-            async with NatsServer() as server:
+            # Every step has its own bound too; this one catches a stall in set-up or warm-up.
+            async with NatsServer() as server, asyncio.timeout(3 * settings.scenario_timeout_s):
                 await SCENARIOS[name](server.url, settings, results)
             log.info(
                 "run %d/%d, %s: %.1fs on a fresh nats-server", run, settings.runs, name, time.perf_counter() - started
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     print(console(results, machine, settings, seconds))
     if args.no_write or args.only:
         return 0
-    write_markdown(DOCS, results, machine, settings, seconds, [])
+    write_markdown(DOCS, results, machine, settings, seconds)
     print(f"\nwrote {DOCS}")
     return 0
 
