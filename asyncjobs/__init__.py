@@ -17,8 +17,9 @@ Quick use::
 """
 
 from asyncjobs.admin import Admin, QueueInfo, TaskStoreInfo
-from asyncjobs.client import Client, connect
+from asyncjobs.client import Client
 from asyncjobs.codec import Event, LeaderElectedEvent, TaskStateEvent
+from asyncjobs.connecting import connect
 from asyncjobs.errors import (
     AsyncJobsError,
     ClientClosedError,

@@ -150,7 +150,8 @@ async def open_connection(options: ConnectionOptions) -> tuple[NATS, str | None]
     # first connection also gets an overall deadline.
     deadline = (options.connect_timeout + INITIAL_RECONNECT_WAIT_S) * INITIAL_CONNECT_ATTEMPTS * len(servers) + 1
     try:
-        await asyncio.wait_for(nc.connect(**kwargs), deadline)
+        async with asyncio.timeout(deadline):
+            await nc.connect(**kwargs)
     except Exception as exc:
         with contextlib.suppress(Exception):
             await nc.close()

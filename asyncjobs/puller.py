@@ -75,8 +75,11 @@ class Puller:
         self.wake.set()
         try:
             while True:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation that arrives as the
+                # event is set, and the worker would keep running after close().
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), timeout=CHECK_INTERVAL_S)
+                    async with asyncio.timeout(CHECK_INTERVAL_S):
+                        await self.wake.wait()
                 self.wake.clear()
                 reconnects = self.nc.stats.get("reconnects", 0)
                 if reconnects != self.reconnects:

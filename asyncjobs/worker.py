@@ -157,7 +157,8 @@ class Worker:
             await self._ack(msg, _nak(0))
         if self.busy:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.idle.wait(), self.shutdown_grace)
+                async with asyncio.timeout(self.shutdown_grace):
+                    await self.idle.wait()
         for slot in self.slots:
             slot.cancel()
         await asyncio.wait(self.slots, timeout=ACK_TIMEOUT_S * 2)

@@ -64,7 +64,7 @@ class Summary:
     enqueue_seconds: float
     """Time taken by ``enqueue_many``."""
     process_seconds: float
-    """Time from starting the worker until every task reached a final state (or the timeout)."""
+    """Time from starting the worker until it stopped, once every task reached a final state (or at the timeout)."""
     failures: int
     """Handler failures seen as ``retry`` events."""
     terminated_errors: dict[str, str] = field(default_factory=dict)
@@ -107,6 +107,7 @@ class Progress:
         self.failures = 0
 
     async def follow(self, events: AsyncIterator[asyncjobs.Event]) -> None:
+        """Count state changes until cancelled."""
         async for event in events:
             if not isinstance(event, asyncjobs.TaskStateEvent) or event.task_id not in self.task_ids:
                 continue
@@ -119,9 +120,11 @@ class Progress:
                 self.failures += 1
 
     def finished(self) -> int:
+        """Tasks whose last event was a final state."""
         return sum(self.counts[state] for state in asyncjobs.TERMINAL_STATES)
 
     def line(self, elapsed: float) -> str:
+        """The progress line: current counts and the completion rate so far."""
         c, s = self.counts, asyncjobs.TaskState
         rate = c[s.COMPLETED] / elapsed if elapsed > 0 else 0.0
         return (
@@ -152,6 +155,13 @@ def make_router(total: int) -> asyncjobs.Router:
 def expected_tries(total: int) -> dict[int, int]:
     plan = Counter(1 if n == terminated_index(total) else planned_failures(n) + 1 for n in range(total))
     return dict(sorted(plan.items()))
+
+
+async def stop(worker: asyncio.Task[None]) -> None:
+    """Stop ``client.run()``: handlers still running get the client's ``shutdown_grace`` to finish."""
+    worker.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await worker
 
 
 @contextlib.asynccontextmanager
@@ -233,13 +243,12 @@ async def run_demo(
                 next_line = now + 1.0
             if done or now >= deadline:
                 break
-        process_seconds = time.perf_counter() - started
         if live:
             say("")
-
-        worker.cancel()
+        await stop(worker)
+        process_seconds = time.perf_counter() - started
         following.cancel()
-        await asyncio.gather(worker, following, return_exceptions=True)
+        await asyncio.gather(following, return_exceptions=True)
 
         summary = Summary(
             tasks=tasks,

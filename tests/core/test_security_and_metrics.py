@@ -121,3 +121,15 @@ async def test_prometheus_endpoint(make_client: ClientFactory) -> None:
     assert 'choria_asyncjobs_task_update_total{state="complete"}' in text
     assert 'choria_asyncjobs_handler_runtime_count{queue="PROM",type="x"}' in text
     assert 'choria_asyncjobs_queue_poll_total{queue="PROM"}' in text
+
+
+async def test_seed_file_signs_and_verifies(make_client: ClientFactory, tmp_path: Path) -> None:
+    seed_file = tmp_path / "seed.hex"
+    seed_file.write_text(SEED)
+    client = await make_client(queue="SEEDF", signing_seed_file=str(seed_file))
+    plain = await make_client(queue="SEEDF")
+    unsigned = await plain.enqueue(asyncjobs.Task("x"))
+    signed = await client.enqueue(asyncjobs.Task("x"))
+    assert (await client.get_task(signed.id)).signature == signed.signature
+    with pytest.raises(asyncjobs.TaskNotSigned):
+        await client.get_task(unsigned.id)

@@ -381,3 +381,20 @@ async def test_concurrency_limit_is_respected(make_client: ClientFactory) -> Non
         await wait_state(client, tasks[-1].id, TaskState.COMPLETED)
         await eventually(lambda: _items(client, "CC"), message="all done")
     assert peak == 3
+
+
+async def test_close_while_busy_always_returns(make_client: ClientFactory) -> None:
+    # A cancellation arriving while a handler finishes must not be lost (it was, with wait_for on Python 3.11).
+    for attempt in range(5):
+        client = await make_client(queue=f"BUSY{attempt}", concurrency=20)
+        router = asyncjobs.Router()
+
+        @router.handler("x")
+        async def handle(task: asyncjobs.Task) -> None:
+            await asyncio.sleep(0.002)
+
+        await client.enqueue_many([asyncjobs.Task("x") for _ in range(400)])
+        runner = asyncio.create_task(client.run(router))
+        await asyncio.sleep(0.1 + attempt * 0.03)
+        await asyncio.wait_for(client.close(), 10)
+        await asyncio.wait_for(runner, 1)
