@@ -14,12 +14,13 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 import asyncjobs
 from asyncjobs.server import NatsServer
@@ -298,6 +299,13 @@ def print_summary(summary: Summary, out: TextIO) -> None:
         out.write(f"\nunexpected outcome: the failure plan predicts tries {summary.expected_tries}\n")
 
 
+async def _until_signalled(demo: Coroutine[Any, Any, Summary]) -> Summary:
+    """Run the demo; SIGTERM cancels it like Ctrl-C does, so the embedded server is always stopped."""
+    task = asyncio.ensure_future(demo)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await task
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--tasks", type=int, default=DEFAULT_TASKS, help="tasks to enqueue (default %(default)s)")
@@ -310,7 +318,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--tasks must be at least 1")
     # Only warnings: the library logs at info level about retries and expiries.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    summary = asyncio.run(run_demo(args.url, args.tasks, timeout=args.timeout, out=sys.stdout))
+    try:
+        summary = asyncio.run(_until_signalled(run_demo(args.url, args.tasks, timeout=args.timeout, out=sys.stdout)))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("\ninterrupted: the embedded server was stopped", file=sys.stderr)
+        return 130
     print_summary(summary, sys.stdout)
     return 0 if summary.ok else 1
 
