@@ -42,6 +42,7 @@ from asyncjobs.errors import (
 ErrorMap = Mapping[int, type[JetStreamError]]
 
 NO_RESPONDERS: Final = "503"
+SWEEP_INTERVAL_S: Final = 0.25
 DEFAULT_ERRORS: Final[ErrorMap] = {JS_ERR_WRONG_LAST_SEQUENCE: TaskConflict}
 QUEUE_ERRORS: Final[ErrorMap] = {
     JS_ERR_STREAM_NOT_FOUND: QueueNotFound,
@@ -118,6 +119,8 @@ class JetStream:
         self._inbox = ""
         self._next_token = 0
         self._pending: dict[str, asyncio.Future[Msg]] = {}
+        self._deadlines: dict[str, float] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
         self._subscribing: asyncio.Lock | None = None
 
     async def _reply_prefix(self) -> str:
@@ -132,6 +135,18 @@ class JetStream:
                     await self.nc.subscribe(inbox + "*", cb=self._on_reply)
                     self._inbox = inbox
         return self._inbox
+
+    def _sweep(self) -> None:
+        # One periodic sweep instead of a timer per request: requests time out up to SWEEP_INTERVAL_S late.
+        self._sweeper = None
+        if not self._pending:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for token, deadline in list(self._deadlines.items()):
+            if deadline <= now:
+                _expire(self._pending[token])
+        self._sweeper = loop.call_later(SWEEP_INTERVAL_S, self._sweep)
 
     async def _on_reply(self, msg: Msg) -> None:
         future = self._pending.get(msg.subject[len(self._inbox) :])
@@ -153,15 +168,17 @@ class JetStream:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Msg] = loop.create_future()
         self._pending[token] = future
-        timer = loop.call_later(self.timeout, _expire, future)
+        self._deadlines[token] = loop.time() + self.timeout
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(SWEEP_INTERVAL_S, self._sweep)
         try:
             await self.nc.publish(subject, payload, reply=inbox + token, headers=headers)
             msg = await future
         except Exception as exc:
             raise translate(exc, what) from exc
         finally:
-            timer.cancel()
             del self._pending[token]
+            del self._deadlines[token]
         if msg.headers and not msg.data and msg.headers.get(HDR_STATUS) == NO_RESPONDERS:
             raise JetStreamError(f"{what}: nats: no responders available for request", code=503)
         return msg
