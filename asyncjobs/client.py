@@ -263,9 +263,12 @@ class Client:
         if self._owns_connection and not self._nc.is_closed:
             try:
                 await self._nc.drain()
-            except Exception as exc:
+            except Exception as exc:  # e.g. while reconnecting: closing is all that is left to do
                 log.debug("draining the NATS connection failed: %s", exc)
-                await self._nc.close()
+                try:
+                    await self._nc.close()
+                except Exception as close_exc:
+                    log.debug("closing the NATS connection failed: %s", close_exc)
 
     async def __aenter__(self) -> Self:
         return self

@@ -24,6 +24,7 @@ Every error raised by the library derives from :class:`AsyncJobsError`::
     ├── TaskTimeout (TimeoutError)           a NATS operation or a handler ran out of time
     ├── DependenciesFailed                   a parent task failed, the child is unreachable
     ├── CorruptDataError (ValueError)        stored or received data could not be decoded
+    ├── NatsServerError (RuntimeError)       the embedded nats-server failed (asyncjobs.server)
     └── TerminateTask                        raised by a handler: end the task without retries
 
 NATS and JetStream exceptions are translated into this tree in :mod:`asyncjobs.jsapi` only.

@@ -125,8 +125,9 @@ async def eventually(
     last: object = None
     last_error: AssertionError | None = None
     calls = 0
+    scope = asyncio.timeout(timeout_s)
     try:
-        async with asyncio.timeout(timeout_s):
+        async with scope:
             while True:
                 calls += 1
                 try:
@@ -140,6 +141,8 @@ async def eventually(
                     last, last_error = value, None
                 await asyncio.sleep(interval_s)
     except TimeoutError:
+        if not scope.expired():
+            raise  # the predicate itself timed out: that is its error, not ours
         what = message or getattr(predicate, "__qualname__", repr(predicate))
         detail = f"last assert: {last_error}" if last_error is not None else f"last value: {last!r}"
         raise AssertionError(

@@ -74,7 +74,15 @@ async def test_worker_survives_server_restart(tmp_path: Path) -> None:
             async with running(client, router):
                 await wait_state(client, first.id, TaskState.COMPLETED)
                 await server.restart()
-                second = await eventually(lambda: client.enqueue(asyncjobs.Task("x")), timeout=20)
+
+                async def enqueue_again() -> asyncjobs.Task:
+                    # Until the client has reconnected (upstream's 1-minute policy: a few seconds) requests fail.
+                    try:
+                        return await client.enqueue(asyncjobs.Task("x"))
+                    except asyncjobs.AsyncJobsError as exc:
+                        raise AssertionError(f"enqueue during the restart: {exc}") from exc
+
+                second = await eventually(enqueue_again, timeout=30, interval=0.2)
                 await wait_state(client, second.id, TaskState.COMPLETED, timeout=30)
 
 

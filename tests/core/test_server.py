@@ -259,6 +259,14 @@ async def test_eventually_fails_with_message_and_last_assert() -> None:
         await eventually(never, timeout=0.1, interval=0.01, message="the counter")
 
 
+async def test_eventually_lets_the_predicates_own_timeout_through() -> None:
+    async def times_out() -> bool:
+        raise TimeoutError("the predicate's own timeout")
+
+    with pytest.raises(TimeoutError, match="the predicate's own timeout"):
+        await eventually(times_out, timeout=5, interval=0.01)
+
+
 @pytest.mark.slow
 async def test_cluster_r3_stream_survives_losing_its_leader(nats_cluster: NatsCluster) -> None:
     assert len(nats_cluster.servers) == 3

@@ -230,13 +230,14 @@ async def test_max_run_time_cancels_handler(make_client: ClientFactory) -> None:
 async def test_mark_in_progress_extends_the_deadline(make_client: ClientFactory, nc: NATS) -> None:
     acks = AckLog()
     await acks.watch(nc, "WPI")
-    client = await make_client(queue=asyncjobs.Queue("WPI", max_run_time=0.5))
+    client = await make_client(queue=asyncjobs.Queue("WPI", max_run_time=1.0))
     router = asyncjobs.Router()
 
     @router.handler("long")
     async def handle(task: asyncjobs.Task) -> str:
+        # 1.6 s in all, past the 1 s run time: only the extensions keep it alive.
         for _ in range(4):
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.4)
             await task.mark_in_progress()
         return "finished"
 
