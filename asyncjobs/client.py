@@ -20,7 +20,7 @@ from asyncjobs.metrics import MetricsServer, serve_metrics
 from asyncjobs.options import ClientOptions
 from asyncjobs.queue import Queue
 from asyncjobs.router import Router
-from asyncjobs.signing import TaskSigner, TaskVerifier, signature_envelope
+from asyncjobs.signing import TaskSigner, TaskVerifier
 from asyncjobs.storage import Storage
 from asyncjobs.task import Task, TaskState
 from asyncjobs.wiretime import to_ns
@@ -108,16 +108,7 @@ class Client:
     def _sign(self, task: Task) -> None:
         if self._signer is None or task.signature:
             return
-        envelope = signature_envelope(
-            task_id=task.id,
-            queue=task.queue,
-            task_type=task.type,
-            max_tries=task.max_tries,
-            created_ns=task.created_at.unix_ns,
-            deadline_ns=None if task.deadline_at is None else task.deadline_at.unix_ns,
-            payload=task.payload,
-        )
-        task.signature = self._signer.sign(envelope)
+        task.signature = self._signer.sign(task.signature_envelope())
 
     async def enqueue(self, task: Task) -> Task:
         """Store a task and put it on the client's queue; returns the same task, now stored.

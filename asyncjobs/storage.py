@@ -43,7 +43,7 @@ from asyncjobs.errors import (
 from asyncjobs.jsapi import QUEUE_ERRORS, TASK_ERRORS, JetStream
 from asyncjobs.metrics import METRICS
 from asyncjobs.queue import Queue
-from asyncjobs.signing import TaskVerifier, signature_envelope
+from asyncjobs.signing import TaskVerifier
 from asyncjobs.task import ENQUEUEABLE_STATES, Task, TaskState, validate_name
 
 log = logging.getLogger("asyncjobs")
@@ -222,16 +222,7 @@ class Storage:
         """Check a task's signature with the configured verification key."""
         if self.verifier is None:
             return
-        envelope = signature_envelope(
-            task_id=task.id,
-            queue=task.queue,
-            task_type=task.type,
-            max_tries=task.max_tries,
-            created_ns=task.created_at.unix_ns,
-            deadline_ns=None if task.deadline_at is None else task.deadline_at.unix_ns,
-            payload=task.payload,
-        )
-        self.verifier.verify(envelope, task.signature)
+        self.verifier.verify(task.signature_envelope(), task.signature)
 
     async def save_task(self, task: Task, *, notify: bool = True) -> None:
         """Store a task, requiring that nobody changed it since this copy was loaded or saved.

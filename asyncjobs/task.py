@@ -13,6 +13,7 @@ import orjson
 from asyncjobs.constants import DEFAULT_MAX_TRIES, NAME_PATTERN
 from asyncjobs.errors import ConfigurationError, HandlerNotSupported, InvalidNameError
 from asyncjobs.ksuid import new_ksuid
+from asyncjobs.signing import signature_envelope
 from asyncjobs.wiretime import WireTime
 
 if TYPE_CHECKING:
@@ -237,6 +238,18 @@ class Task:
     def tried(self) -> datetime | None:
         """When a handler last started or finished it."""
         return None if self.tried_at is None else self.tried_at.to_datetime()
+
+    def signature_envelope(self) -> bytes:
+        """The bytes an ed25519 signature of this task covers (upstream's envelope, §2.13)."""
+        return signature_envelope(
+            task_id=self.id,
+            queue=self.queue,
+            task_type=self.type,
+            max_tries=self.max_tries,
+            created_ns=self.created_at.unix_ns,
+            deadline_ns=None if self.deadline_at is None else self.deadline_at.unix_ns,
+            payload=self.payload,
+        )
 
     def payload_json(self) -> Any:
         """Decode the payload as JSON (``None`` for no payload).

@@ -318,14 +318,20 @@ class Worker:
 
     async def _finish(self, msg: Msg, task: Task, state: TaskState, ack: bytes, last_err: str) -> None:
         """Put a task in a final state, store it (or discard it) and end its item."""
+        await self._store(task, state, last_err)
+        await self._ack(msg, ack)
+
+    async def _store(self, task: Task, state: TaskState, last_err: str) -> None:
+        """Record an outcome; a failure to store it is logged, since the item's ack still has to go out."""
         task.state = state
         task.last_err = last_err
         task.tried_at = WireTime.now()
         try:
             await self.storage.save_or_discard(task)
+        except TaskConflict as exc:
+            log.info("queue %s: task %s changed while its handler ran: %s", self.queue.name, task.id, exc)
         except AsyncJobsError as exc:
             log.warning("queue %s: could not store task %s as %s: %s", self.queue.name, task.id, state.value, exc)
-        await self._ack(msg, ack)
 
     # ---- the handler ----------------------------------------------------------------------------------------
 
@@ -384,7 +390,7 @@ class Worker:
         last_err = str(error) or type(error).__name__
         if isinstance(error, asyncio.CancelledError):
             # Shutting down: hand the task straight to another worker.
-            await self._save_quietly(task, TaskState.RETRY, SHUTDOWN_ERROR)
+            await self._store(task, TaskState.RETRY, SHUTDOWN_ERROR)
             await self._ack(msg, _nak(0))
             return
         if isinstance(error, TerminateTask):
@@ -400,19 +406,8 @@ class Worker:
             await self._finish(msg, task, TaskState.EXPIRED, TERM, last_err)
             return
         log.debug("queue %s: task %s failed (try %d), retrying: %s", queue, task.id, task.tries, last_err)
-        await self._save_quietly(task, TaskState.RETRY, last_err)
+        await self._store(task, TaskState.RETRY, last_err)
         await self._ack(msg, self._retry_nak(delivered))
-
-    async def _save_quietly(self, task: Task, state: TaskState, last_err: str) -> None:
-        task.state = state
-        task.last_err = last_err
-        task.tried_at = WireTime.now()
-        try:
-            await self.storage.save_task(task)
-        except TaskConflict as exc:
-            log.info("queue %s: task %s changed while its handler ran: %s", self.queue.name, task.id, exc)
-        except AsyncJobsError as exc:
-            log.warning("queue %s: could not store task %s: %s", self.queue.name, task.id, exc)
 
 
 def _nak(delay_ns: int) -> bytes:
