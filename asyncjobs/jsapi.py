@@ -12,7 +12,7 @@ import asyncio
 import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import nats.errors
 import orjson
@@ -51,9 +51,8 @@ QUEUE_ERRORS: Final[ErrorMap] = {
 TASK_ERRORS: Final[ErrorMap] = {JS_ERR_NO_MESSAGE_FOUND: TaskNotFound, JS_ERR_WRONG_LAST_SEQUENCE: TaskConflict}
 
 
-@dataclass(frozen=True, slots=True)
-class PubAck:
-    """JetStream's acknowledgement of a publish."""
+class PubAck(NamedTuple):
+    """JetStream's acknowledgement of a publish (a tuple: built for every task save)."""
 
     stream: str
     seq: int

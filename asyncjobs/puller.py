@@ -113,8 +113,6 @@ class Puller:
             await asyncio.sleep(delay)
             self.wake.set()
             return
-        if self.errors:
-            self.errors = 0
         if self.outstanding == 0:
             self.last_activity = time.monotonic()
         self.outstanding += batch
@@ -124,6 +122,7 @@ class Puller:
         headers = msg.headers
         status = headers.get(HDR_STATUS) if headers else None
         if status is None or (msg.data and msg.reply):
+            self.errors = 0
             if self.outstanding > 0:
                 self.outstanding -= 1
             if self.free > 0:
@@ -135,13 +134,26 @@ class Puller:
             return
         if status == "100":
             return  # idle heartbeat
+        if status == "408":
+            self.errors = 0  # the consumer answered: whatever failed before works again
         assert headers is not None
         pending = headers.get(HDR_PENDING_MESSAGES)
         if pending is not None and pending.isdigit():
             self.outstanding = max(0, self.outstanding - int(pending))
-        elif status in ("408", "409"):
+        else:
             self.outstanding = 0
-        if status == "409":
+        if status == "503":
+            # Nobody serves the consumer: the queue (or its WORKERS consumer) was deleted, or a cluster lost quorum.
+            self.errors += 1
+            METRICS.poll_error_total.labels(self.queue).inc()
+            delay = RETRY_LINEAR_TEN_SECONDS.delay(self.errors)
+            log.warning(
+                "queue %s: no responders for its WORKERS consumer (was the queue deleted?), retrying in %.1fs",
+                self.queue,
+                delay,
+            )
+            await asyncio.sleep(delay)
+        elif status == "409":
             description = str(headers.get(HDR_DESCRIPTION, ""))
             if "Exceeded MaxWaiting" not in description and "Leadership Change" not in description:
                 METRICS.poll_error_total.labels(self.queue).inc()

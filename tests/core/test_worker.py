@@ -399,3 +399,21 @@ async def test_close_while_busy_always_returns(make_client: ClientFactory) -> No
         await asyncio.sleep(0.1 + attempt * 0.03)
         await asyncio.wait_for(client.close(), 10)
         await asyncio.wait_for(runner, 1)
+
+
+async def test_worker_recovers_when_its_queue_is_recreated(make_client: ClientFactory, nats_url: str) -> None:
+    client = await make_client(queue="GONE2")
+    router = asyncjobs.Router()
+
+    @router.handler("x")
+    async def handle(task: asyncjobs.Task) -> str:
+        return "ok"
+
+    async with running(client, router):
+        first = await client.enqueue(asyncjobs.Task("x"))
+        await wait_state(client, first.id, TaskState.COMPLETED)
+        await client.admin.delete_queue("GONE2")
+        await asyncio.sleep(1.5)  # the worker's pulls now find no consumer
+        again = await make_client(queue="GONE2")  # recreates stream and consumer
+        second = await again.enqueue(asyncjobs.Task("x"))
+        await wait_state(client, second.id, TaskState.COMPLETED, timeout=20)
