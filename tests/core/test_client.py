@@ -284,3 +284,17 @@ async def test_invalid_ids_and_impossible_storage(make_client: ClientFactory) ->
     # Three replicas on a single server: the creation error is reported, not a misleading "not found".
     with pytest.raises(asyncjobs.JetStreamError, match="replicas > 1 not supported in non-clustered mode"):
         await make_client(queue="R3", replicas=3)
+
+
+async def test_no_storage_init_and_memory_storage(make_client: ClientFactory) -> None:
+    bare = await make_client(queue="BARE", no_storage_init=True)
+    assert await bare.admin.queue_names() == []
+    with pytest.raises(asyncjobs.JetStreamError, match="no responders"):
+        await bare.enqueue(asyncjobs.Task("x"))
+    memory = await make_client(queue="MEM", memory_storage=True)
+    assert (await memory.admin.tasks_info()).memory
+    stream = await memory.admin.queue_info("MEM")
+    assert stream.queue.name == "MEM"
+    # The stores now exist, so the bare client works too, on the queue created by the other.
+    bare_ok = await make_client(queue=asyncjobs.Queue("MEM", no_create=True), no_storage_init=True)
+    assert (await bare_ok.enqueue(asyncjobs.Task("x"))).queue == "MEM"
