@@ -21,7 +21,7 @@ from asyncjobs.constants import EVENT_LEADER_ELECTED, EVENT_TASK_STATE, ITEM_KIN
 from asyncjobs.errors import ConfigurationError, CorruptDataError
 from asyncjobs.ksuid import new_ksuid
 from asyncjobs.task import Task, TaskResult, TaskState
-from asyncjobs.wiretime import NS_PER_SECOND, WireTime, parse_time
+from asyncjobs.wiretime import GO_ZERO_TIME, NS_PER_SECOND, WireTime, parse_time
 from asyncjobs.wiretime import format_time as _format_time
 
 # A task's created and deadline times are formatted on every save and the event second repeats: cache them.
@@ -92,11 +92,6 @@ def fold_keys(obj: dict[str, Any], fields: frozenset[str]) -> dict[str, Any]:
     return folded
 
 
-def b64encode(data: bytes | None) -> str | None:
-    """Go's ``[]byte`` encoding: padded standard base64, ``None`` for nil."""
-    return None if data is None else base64.b64encode(data).decode("ascii")
-
-
 def b64decode(value: Any, what: str) -> bytes | None:
     """Decode Go's ``[]byte`` JSON value.
 
@@ -162,7 +157,7 @@ def result_from_wire(value: Any, what: str) -> TaskResult | None:
     return TaskResult(value.get("payload"), _time(completed, f"{what}.completed") if completed is not None else _ZERO)
 
 
-_ZERO: Final = parse_time("0001-01-01T00:00:00Z")
+_ZERO: Final = GO_ZERO_TIME
 
 
 def task_to_wire(task: Task) -> dict[str, Any]:

@@ -417,3 +417,35 @@ async def test_worker_recovers_when_its_queue_is_recreated(make_client: ClientFa
         again = await make_client(queue="GONE2")  # recreates stream and consumer
         second = await again.enqueue(asyncjobs.Task("x"))
         await wait_state(client, second.id, TaskState.COMPLETED, timeout=20)
+
+
+async def test_custom_retry_policy_gets_the_delivery_count(make_client: ClientFactory, nc: NATS) -> None:
+    acks = AckLog()
+    await acks.watch(nc, "CUSTOM")
+
+    class Recording:
+        def __init__(self) -> None:
+            self.asked: list[int] = []
+
+        def delay(self, tries: int) -> float:
+            self.asked.append(tries)
+            return 0.01 * tries
+
+    policy = Recording()
+    client = await make_client(queue="CUSTOM", retry_policy=policy)
+    router = asyncjobs.Router()
+
+    @router.handler("x")
+    async def handle(task: asyncjobs.Task) -> str:
+        if task.tries < 3:
+            raise RuntimeError("again")
+        return "ok"
+
+    task = await client.enqueue(asyncjobs.Task("x"))
+    async with running(client, router):
+        await wait_state(client, task.id, TaskState.COMPLETED)
+    assert policy.asked == [1, 2]
+    assert [b for b in acks.bodies if b.startswith(b"-NAK")] == [
+        b'-NAK {"delay": 10000000}',
+        b'-NAK {"delay": 20000000}',
+    ]
