@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 from pathlib import Path
@@ -103,7 +104,11 @@ async def test_replicated_cluster_keeps_working_without_a_node() -> None:
             await client.enqueue_many(tasks)
             async with running(client, router):
                 await wait_state(client, tasks[-1].id, TaskState.COMPLETED, timeout=30)
-                cluster.kill(2)
+                # Kill the node leading the work queue, the worst one to lose for a worker.
+                stream = await client.nc.request("$JS.API.STREAM.INFO.CHORIA_AJ_Q_HA", b"", timeout=5)
+                leader = json.loads(stream.data)["cluster"]["leader"]
+                names = [server.server_name for server in cluster.servers]
+                cluster.kill(names.index(leader))
 
                 async def enqueue_more() -> list[asyncjobs.Task]:
                     # During the fail-over requests may time out; a caller retries, as this does.
