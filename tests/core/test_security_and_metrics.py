@@ -20,6 +20,7 @@ from asyncjobs import TaskState
 from asyncjobs.server import NatsServer
 from asyncjobs.testing import eventually
 from tests.core.conftest import ClientFactory, running, wait_state
+from tests.core.operator_mode import write_operator_setup
 
 SEED = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 PUBLIC_KEY = "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8"
@@ -73,6 +74,16 @@ async def test_nkey(tmp_path: Path) -> None:
             await client.enqueue(asyncjobs.Task("x"))
     with pytest.raises(asyncjobs.ConfigurationError, match="nkey_seed_file"):
         await asyncjobs.connect(server.url, nkey_seed_file=str(tmp_path / "missing.nk"))
+
+
+async def test_creds_file_in_operator_mode(tmp_path: Path) -> None:
+    config, creds = write_operator_setup(tmp_path)
+    async with NatsServer(extra_args=["-c", str(config)]) as server:
+        with pytest.raises(asyncjobs.JetStreamError, match="cannot connect"):
+            await asyncjobs.connect(server.url, connect_timeout=1)
+        async with await asyncjobs.connect(server.url, creds_file=str(creds), queue="CREDS") as client:
+            task = await client.enqueue(asyncjobs.Task("x"))
+            assert (await client.get_task(task.id)).state == TaskState.NEW
 
 
 async def test_signed_tasks_verified_and_unsigned_refused(make_client: ClientFactory) -> None:
