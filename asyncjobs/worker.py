@@ -43,6 +43,7 @@ log = logging.getLogger("asyncjobs")
 
 ACK_TIMEOUT_S: Final = 2.0
 SHUTDOWN_ERROR: Final = "worker stopped before the handler finished"
+STALE_LAST_TRY: Final = "no outcome was recorded for the last try (its worker stopped or lost the item)"
 _DONE_STATES: Final = frozenset({TaskState.COMPLETED, TaskState.EXPIRED, TaskState.TERMINATED, TaskState.UNREACHABLE})
 
 
@@ -277,7 +278,9 @@ class Worker:
             return False
         if task.max_tries > 0 and task.tries >= task.max_tries:
             METRICS.task_past_max_tries_count.labels(queue).inc()
-            await self._finish(msg, task, TaskState.EXPIRED, ACK, task.last_err)
+            # Still active: the worker of its last try died or lost the item before recording an outcome.
+            reason = STALE_LAST_TRY if task.state == TaskState.ACTIVE else task.last_err
+            await self._finish(msg, task, TaskState.EXPIRED, ACK, reason)
             return False
         if task.state == TaskState.BLOCKED and task.dependencies:
             return await self._dependencies_ready(msg, task, delivered)

@@ -120,3 +120,36 @@ async def test_replicated_cluster_keeps_working_without_a_node() -> None:
                 more = await eventually(enqueue_more, timeout=30, interval=0.5)
                 for task in more:
                     await wait_state(client, task.id, TaskState.COMPLETED, timeout=30)
+
+
+@pytest.mark.slow
+async def test_task_that_kills_its_worker_expires_after_max_tries(
+    make_client: ClientFactory, nats_url: str, tmp_path: Path
+) -> None:
+    client = await make_client(queue=asyncjobs.Queue("DOOMED", max_run_time=1))
+    task = await client.enqueue(asyncjobs.Task("work", max_tries=1))
+    marker = tmp_path / "started"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(CRASHING_WORKER), nats_url, "DOOMED", str(marker), cwd=Path(__file__).parents[2]
+    )
+    try:
+        await eventually(marker.exists, timeout=20, message="the doomed worker started the task")
+        proc.send_signal(signal.SIGKILL)
+        await asyncio.wait_for(proc.wait(), 10)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    router = asyncjobs.Router()
+    ran: list[str] = []
+
+    @router.handler("work")
+    async def work(t: asyncjobs.Task) -> None:
+        ran.append(t.id)
+
+    # The try that killed its worker counted: with max_tries=1 the task is not run again.
+    async with running(client, router):
+        done = await wait_state(client, task.id, TaskState.EXPIRED, timeout=20)
+    assert ran == []
+    assert done.tries == 1
+    assert done.last_err.startswith("no outcome was recorded for the last try")
