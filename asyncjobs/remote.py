@@ -84,9 +84,7 @@ class RequestReplyHandler:
             HDR_AJ_HANDLER_DEADLINE: format_deadline_header(context.deadline - DEADLINE_MARGIN_S),
         }
         try:
-            reply = await context.worker.nc.request(
-                self.subject, codec.encode_task(task), timeout=remaining, headers=headers
-            )
+            reply = await context.nc.request(self.subject, codec.encode_task(task), timeout=remaining, headers=headers)
         except Exception as exc:
             raise RemoteHandlerError(f"request-reply callout failed: {exc or type(exc).__name__}") from exc
         reply_headers = reply.headers or {}

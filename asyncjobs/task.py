@@ -17,7 +17,7 @@ from asyncjobs.signing import signature_envelope
 from asyncjobs.wiretime import WireTime
 
 if TYPE_CHECKING:
-    from asyncjobs.worker import HandlerContext
+    from asyncjobs.delivery import HandlerContext
 
 _NAME_RE: Final = re.compile(NAME_PATTERN)
 

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Final
 from nats.aio.msg import Msg
 
 from asyncjobs import codec
-from asyncjobs.constants import ACK, BLOCKED_NAK_DELAY_NS, ERR_DEPENDENCIES_FAILED, NAK_PREFIX, TERM, WPI
+from asyncjobs.constants import ACK, BLOCKED_NAK_DELAY_NS, ERR_DEPENDENCIES_FAILED, TERM
+from asyncjobs.delivery import ACK_TIMEOUT_S, HandlerContext, delivery_count, nak
 from asyncjobs.errors import (
     AsyncJobsError,
     CorruptDataError,
@@ -41,51 +42,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("asyncjobs")
 
-ACK_TIMEOUT_S: Final = 2.0
 SHUTDOWN_ERROR: Final = "worker stopped before the handler finished"
 STALE_LAST_TRY: Final = "no outcome was recorded for the last try (its worker stopped or lost the item)"
 _DONE_STATES: Final = frozenset({TaskState.COMPLETED, TaskState.EXPIRED, TaskState.TERMINATED, TaskState.UNREACHABLE})
-
-
-def delivery_count(reply: str) -> int:
-    """The delivery count from a JetStream ack subject (1 on first delivery), or 0 if it cannot be read."""
-    tokens = reply.split(".")
-    try:
-        if len(tokens) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
-            return int(tokens[4])
-        if len(tokens) >= 12:  # $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>...
-            return int(tokens[6])
-    except ValueError:
-        pass
-    return 0
-
-
-class HandlerContext:
-    """What a running handler's task knows about its delivery: used by ``Task.mark_in_progress``."""
-
-    __slots__ = ("max_run_time_s", "msg", "scope", "worker")
-
-    def __init__(self, worker: Worker, msg: Msg, max_run_time_s: float) -> None:
-        self.worker = worker
-        self.msg = msg
-        self.max_run_time_s = max_run_time_s
-        self.scope: asyncio.Timeout | None = None
-
-    @property
-    def deadline(self) -> float:
-        """The handler's deadline as a Unix time in seconds."""
-        loop = asyncio.get_running_loop()
-        when = self.scope.when() if self.scope is not None else None
-        remaining = self.max_run_time_s if when is None else when - loop.time()
-        return time.time() + remaining
-
-    async def mark_in_progress(self) -> None:
-        try:
-            await self.worker.nc.request(self.msg.reply, WPI, timeout=ACK_TIMEOUT_S)
-        except Exception as exc:
-            raise TaskTimeout(f"could not extend the handler deadline: {exc}") from exc
-        if self.scope is not None:
-            self.scope.reschedule(asyncio.get_running_loop().time() + self.max_run_time_s)
 
 
 class Worker:
@@ -155,7 +114,7 @@ class Worker:
         while not self.inbox.empty():
             unstarted.append(self.inbox.get_nowait())
         for msg in unstarted:
-            await self._ack(msg, _nak(0))
+            await self._ack(msg, nak(0))
         if self.busy:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.shutdown_grace):
@@ -192,8 +151,8 @@ class Worker:
         except Exception as exc:  # the item is redelivered after AckWait and the gates handle it
             log.warning("queue %s: could not ack an item (%s): %s", self.queue.name, body.decode(), exc)
 
-    def _retry_nak(self, delivered: int) -> bytes:
-        return _nak(retry_delay_ns(self.retry_policy, delivered))
+    def _retrynak(self, delivered: int) -> bytes:
+        return nak(retry_delay_ns(self.retry_policy, delivered))
 
     # ---- one item -------------------------------------------------------------------------------------------
 
@@ -224,7 +183,7 @@ class Worker:
         except AsyncJobsError as exc:
             # Most likely another worker or a retry_task() changed it: look again later.
             log.info("queue %s: could not set task %s active, retrying later: %s", queue, task_id, exc)
-            await self._ack(msg, _nak(RETRY_LINEAR_TEN_SECONDS.delay_ns(delivered)))
+            await self._ack(msg, nak(RETRY_LINEAR_TEN_SECONDS.delay_ns(delivered)))
             return
         await self._run_handler(msg, task, delivered)
 
@@ -248,7 +207,7 @@ class Worker:
         except AsyncJobsError as exc:
             METRICS.task_not_found_error_count.labels(queue).inc()
             log.warning("queue %s: could not load task %s, retrying: %s", queue, task_id, exc)
-            await self._ack(msg, _nak(RETRY_LINEAR_TEN_SECONDS.delay_ns(delivered)))
+            await self._ack(msg, nak(RETRY_LINEAR_TEN_SECONDS.delay_ns(delivered)))
         return None
 
     async def _terminate_untrusted(self, task_id: str, reason: str) -> None:
@@ -270,7 +229,7 @@ class Worker:
             elapsed = now.unix_ns - task.tried_at.unix_ns
             if elapsed < self.max_run_time_ns:
                 # Another handler may still be running it: look again once its run time is up.
-                await self._ack(msg, _nak(max(self.max_run_time_ns - elapsed, 1_000_000_000)))
+                await self._ack(msg, nak(max(self.max_run_time_ns - elapsed, 1_000_000_000)))
                 return False
         if task.deadline_at is not None and now.unix_ns > task.deadline_at.unix_ns:
             METRICS.task_past_deadline_count.labels(queue).inc()
@@ -296,7 +255,7 @@ class Worker:
                 return False
             except AsyncJobsError as exc:
                 log.info("task %s: could not load dependency %s: %s", task.id, parent_id, exc)
-                await self._ack(msg, _nak(BLOCKED_NAK_DELAY_NS))
+                await self._ack(msg, nak(BLOCKED_NAK_DELAY_NS))
                 return False
             if parent.state in FAILED_STATES or parent.state == TaskState.UNREACHABLE:
                 reason = f"{ERR_DEPENDENCIES_FAILED}: task {parent_id} is {parent.state.value or 'in an unknown state'}"
@@ -312,7 +271,7 @@ class Worker:
             reason = f"gave up waiting for dependencies after {delivered} deliveries (queue max_tries)"
             await self._finish(msg, task, TaskState.EXPIRED, TERM, reason)
         else:
-            await self._ack(msg, _nak(BLOCKED_NAK_DELAY_NS))
+            await self._ack(msg, nak(BLOCKED_NAK_DELAY_NS))
         return False
 
     async def _unreachable(self, msg: Msg, task: Task, reason: str) -> None:
@@ -341,7 +300,7 @@ class Worker:
     async def _run_handler(self, msg: Msg, task: Task, delivered: int) -> None:
         queue = self.queue.name
         handler = self.router.lookup(task.type)
-        context = HandlerContext(self, msg, self.max_run_time_s)
+        context = HandlerContext(self.nc, msg, self.max_run_time_s)
         task._handler = context
         METRICS.handler_busy_count.inc()
         started = time.perf_counter()
@@ -394,7 +353,7 @@ class Worker:
         if isinstance(error, asyncio.CancelledError):
             # Shutting down: hand the task straight to another worker.
             await self._store(task, TaskState.RETRY, SHUTDOWN_ERROR)
-            await self._ack(msg, _nak(0))
+            await self._ack(msg, nak(0))
             return
         if isinstance(error, TerminateTask):
             await self._finish(msg, task, TaskState.TERMINATED, TERM, last_err)
@@ -410,8 +369,4 @@ class Worker:
             return
         log.debug("queue %s: task %s failed (try %d), retrying: %s", queue, task.id, task.tries, last_err)
         await self._store(task, TaskState.RETRY, last_err)
-        await self._ack(msg, self._retry_nak(delivered))
-
-
-def _nak(delay_ns: int) -> bytes:
-    return NAK_PREFIX + str(max(0, int(delay_ns))).encode() + b"}"
+        await self._ack(msg, self._retrynak(delivered))

@@ -12,13 +12,16 @@ from typing import Final
 import nats
 from nats.aio.client import Client as NATS
 
+from asyncjobs.constants import DEFAULT_CONCURRENCY
+from asyncjobs.storage import PIPELINE_CHUNK
+
 QUEUE: Final = "BENCH"
 """The asyncjobs queue every task scenario uses (stream ``CHORIA_AJ_Q_BENCH``)."""
 TASK_TYPE: Final = "bench:noop"
 """The task type of every benchmark task; its handler does nothing."""
-CONCURRENCY: Final = 10
+CONCURRENCY: Final = DEFAULT_CONCURRENCY
 """Handler slots, as the library's default ``concurrency``."""
-PIPELINE_WINDOW: Final = 512
+PIPELINE_WINDOW: Final = PIPELINE_CHUNK
 """Requests in flight when a scenario pipelines (the library's ``enqueue_many`` chunk)."""
 REQUEST_TIMEOUT_S: Final = 10.0
 POLL_INTERVAL_S: Final = 0.002

@@ -20,23 +20,28 @@ from tests.core.conftest import ClientFactory, running, wait_state
 CRASHING_WORKER = Path(__file__).with_name("crashing_worker.py")
 
 
-@pytest.mark.slow
-async def test_sigkilled_worker_loses_nothing(make_client: ClientFactory, nats_url: str, tmp_path: Path) -> None:
-    client = await make_client(queue=asyncjobs.Queue("CRASH", max_run_time=2))
-    task = await client.enqueue(asyncjobs.Task("work", {"n": 1}))
+async def _sigkill_worker_mid_task(nats_url: str, queue: str, task_id: str, tmp_path: Path) -> None:
+    """Run a worker process on ``queue`` until its handler has started ``task_id``, then SIGKILL it."""
     marker = tmp_path / "started"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(CRASHING_WORKER), nats_url, "CRASH", str(marker), cwd=Path(__file__).parents[2]
+        sys.executable, str(CRASHING_WORKER), nats_url, queue, str(marker), cwd=Path(__file__).parents[2]
     )
     try:
         await eventually(marker.exists, timeout=20, message="the doomed worker started the task")
-        assert marker.read_text() == task.id
+        assert marker.read_text() == task_id
         proc.send_signal(signal.SIGKILL)
         assert await asyncio.wait_for(proc.wait(), 10) == -signal.SIGKILL
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+@pytest.mark.slow
+async def test_sigkilled_worker_loses_nothing(make_client: ClientFactory, nats_url: str, tmp_path: Path) -> None:
+    client = await make_client(queue=asyncjobs.Queue("CRASH", max_run_time=2))
+    task = await client.enqueue(asyncjobs.Task("work", {"n": 1}))
+    await _sigkill_worker_mid_task(nats_url, "CRASH", task.id, tmp_path)
     stranded = await client.get_task(task.id)
     assert stranded.state == TaskState.ACTIVE
 
@@ -128,18 +133,7 @@ async def test_task_that_kills_its_worker_expires_after_max_tries(
 ) -> None:
     client = await make_client(queue=asyncjobs.Queue("DOOMED", max_run_time=1))
     task = await client.enqueue(asyncjobs.Task("work", max_tries=1))
-    marker = tmp_path / "started"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(CRASHING_WORKER), nats_url, "DOOMED", str(marker), cwd=Path(__file__).parents[2]
-    )
-    try:
-        await eventually(marker.exists, timeout=20, message="the doomed worker started the task")
-        proc.send_signal(signal.SIGKILL)
-        await asyncio.wait_for(proc.wait(), 10)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    await _sigkill_worker_mid_task(nats_url, "DOOMED", task.id, tmp_path)
     router = asyncjobs.Router()
     ran: list[str] = []
 

@@ -1,0 +1,66 @@
+"""One delivered work item: its delivery count, its ack bodies, and the running handler's deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Final
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from asyncjobs.constants import NAK_PREFIX, WPI
+from asyncjobs.errors import TaskTimeout
+
+ACK_TIMEOUT_S: Final = 2.0
+
+
+def delivery_count(reply: str) -> int:
+    """The delivery count from a JetStream ack subject (1 on first delivery), or 0 if it cannot be read."""
+    tokens = reply.split(".")
+    try:
+        if len(tokens) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
+            return int(tokens[4])
+        if len(tokens) >= 12:  # $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>...
+            return int(tokens[6])
+    except ValueError:
+        pass
+    return 0
+
+
+def nak(delay_ns: int) -> bytes:
+    """The ``-NAK {"delay": <ns>}`` ack body, exactly as Go sends it."""
+    return NAK_PREFIX + str(max(0, int(delay_ns))).encode() + b"}"
+
+
+class HandlerContext:
+    """What a running handler's task knows about its delivery: used by ``Task.mark_in_progress``."""
+
+    __slots__ = ("max_run_time_s", "msg", "nc", "scope")
+
+    def __init__(self, nc: NATS, msg: Msg, max_run_time_s: float) -> None:
+        self.nc = nc
+        self.msg = msg
+        self.max_run_time_s = max_run_time_s
+        self.scope: asyncio.Timeout | None = None
+
+    @property
+    def deadline(self) -> float:
+        """The handler's deadline as a Unix time in seconds."""
+        loop = asyncio.get_running_loop()
+        when = self.scope.when() if self.scope is not None else None
+        remaining = self.max_run_time_s if when is None else when - loop.time()
+        return time.time() + remaining
+
+    async def mark_in_progress(self) -> None:
+        """Send ``+WPI`` and, once the server confirms, move the handler's deadline a max run time ahead.
+
+        Raises:
+            TaskTimeout: the server did not confirm; the deadline is unchanged.
+        """
+        try:
+            await self.nc.request(self.msg.reply, WPI, timeout=ACK_TIMEOUT_S)
+        except Exception as exc:
+            raise TaskTimeout(f"could not extend the handler deadline: {exc}") from exc
+        if self.scope is not None:
+            self.scope.reschedule(asyncio.get_running_loop().time() + self.max_run_time_s)
