@@ -3,30 +3,50 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from enum import Enum
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Final, Self, TypeVar
 
+import nats.errors
 from nats.aio.client import Client as NATS
+from nats.aio.subscription import Subscription
 
 from asyncjobs.admin import Admin
-from asyncjobs.codec import Event
-from asyncjobs.errors import AsyncJobsError, ClientClosedError, ConfigurationError
+from asyncjobs.codec import Event, TaskStateEvent, decode_event
+from asyncjobs.constants import TASK_EVENT_PREFIX
+from asyncjobs.errors import (
+    AsyncJobsError,
+    ClientClosedError,
+    ConfigurationError,
+    CorruptDataError,
+    InvalidTaskStateError,
+    TaskNotFound,
+    WaitTimeout,
+)
 from asyncjobs.events import iterate_events
 from asyncjobs.jsapi import JetStream
 from asyncjobs.metrics import MetricsServer, serve_metrics
 from asyncjobs.options import ClientOptions
 from asyncjobs.queue import Queue
+from asyncjobs.reconciler import Reconciler
 from asyncjobs.router import Router
 from asyncjobs.signing import TaskSigner, TaskVerifier
 from asyncjobs.storage import Storage
-from asyncjobs.task import Task, TaskState
+from asyncjobs.task import TERMINAL_STATES, Task, TaskState, validate_name
 from asyncjobs.wiretime import to_ns
 from asyncjobs.worker import Worker
 
 log = logging.getLogger("asyncjobs")
+
+T = TypeVar("T")
+
+WAIT_FINAL_STATES: Final = TERMINAL_STATES | {TaskState.QUEUE_ERROR}
+"""States :meth:`Client.wait` returns on: the task will not change again unless retried."""
+WAIT_REREAD_S: Final = 5.0
+SIGN_YIELD_EVERY: Final = 256
 
 
 class _Lifecycle(Enum):
@@ -45,12 +65,15 @@ class Client:
         self._nc = nc
         self._options = options
         self._owns_connection = owns_connection
-        self._js = JetStream(nc, timeout=options.request_timeout, api_prefix=options.api_prefix)
+        self._js = JetStream(
+            nc, timeout=options.request_timeout, api_prefix=options.api_prefix, retry_window=options.retry_window
+        )
         self._signer = _signer(options)
         self._storage = Storage(nc, self._js, discard=options.discard, verifier=_verifier(options))
         self._queue = options.queue
         self._state = _Lifecycle.NEW
         self._workers: set[asyncio.Task[None]] = set()
+        self._enqueues: set[asyncio.Future[Any]] = set()
         self._metrics_server: MetricsServer | None = None
         self.admin = Admin(self._storage, self._js)
         """Queue and task-store administration."""
@@ -96,12 +119,17 @@ class Client:
 
     @property
     def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return self._state is _Lifecycle.CLOSED
+        """Whether :meth:`close` was called or the NATS connection was closed for good."""
+        return self._state is _Lifecycle.CLOSED or self._nc.is_closed
 
     def _check_open(self) -> None:
         if self._state is not _Lifecycle.OPEN:
             raise ClientClosedError("the client is closed: create a new one with asyncjobs.connect()")
+        if self._nc.is_closed:
+            raise ClientClosedError(
+                "the client's NATS connection was closed (by its owner or by the server): create a new client "
+                "with asyncjobs.connect()"
+            )
 
     # ---- tasks ----------------------------------------------------------------------------------------------
 
@@ -113,36 +141,57 @@ class Client:
     async def enqueue(self, task: Task) -> Task:
         """Store a task and put it on the client's queue; returns the same task, now stored.
 
+        Safe to cancel and to repeat: once started, the enqueue finishes even if the caller is cancelled or times
+        out, and enqueueing the same ``Task`` again (after an error, a timeout or a cancellation) never creates a
+        second run: while the task waits its item is published again under the same ``Nats-Msg-Id``, and once it
+        has started nothing more is published. Transient JetStream failures are retried for ``retry_window``.
+
         Raises:
             InvalidTaskStateError: the task is not new, retry or blocked.
-            DuplicateTaskError: a task with that id already exists, or its item is a duplicate.
-            EnqueueError: the queue item could not be published (the task is saved as ``queue_error``).
+            DuplicateTaskError: another task with that id exists, or its item is a duplicate.
+            EnqueueError: the queue item could not be published (the message says whether the task was saved as
+                ``queue_error`` or is still waiting for its item).
         """
         self._check_open()
         task.queue = self._queue.name
         self._sign(task)
-        await self._storage.enqueue(task, self._queue)
+        await self._shielded(self._storage.enqueue(task, self._queue))
         return task
 
     async def enqueue_many(self, tasks: Iterable[Task], *, return_exceptions: bool = False) -> list[Any]:
         """Enqueue many tasks with pipelined requests, much faster than one :meth:`enqueue` at a time.
 
-        Every task is attempted. With ``return_exceptions`` the result holds each task or the error that stopped
-        it; otherwise the tasks are returned, and if any failed an ``ExceptionGroup`` of the errors is raised.
+        Every task is attempted, with the same guarantees as :meth:`enqueue`. With ``return_exceptions`` the result
+        holds each task or the error that stopped it; otherwise the tasks are returned, and if any failed an
+        ``ExceptionGroup`` of the errors is raised.
 
         Raises:
             ExceptionGroup: some tasks failed (only without ``return_exceptions``).
         """
         self._check_open()
         batch = list(tasks)
-        for task in batch:
+        for n, task in enumerate(batch, 1):
             task.queue = self._queue.name
             self._sign(task)
-        outcomes = await self._storage.enqueue_many(batch, self._queue)
+            if n % SIGN_YIELD_EVERY == 0 and self._signer is not None:
+                await asyncio.sleep(0)  # signing is CPU work: let the loop breathe between chunks
+        outcomes: list[Any] = await self._shielded(self._storage.enqueue_many(batch, self._queue))
         failures = [o for o in outcomes if isinstance(o, AsyncJobsError)]
         if failures and not return_exceptions:
             raise ExceptionGroup(f"{len(failures)} of {len(batch)} tasks could not be enqueued", failures)
         return outcomes
+
+    async def _shielded(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work`` to its end even if the caller is cancelled (a half-done enqueue is never left behind)."""
+        job = asyncio.ensure_future(work)
+        self._enqueues.add(job)
+        job.add_done_callback(self._enqueue_done)
+        return await asyncio.shield(job)
+
+    def _enqueue_done(self, job: asyncio.Future[Any]) -> None:
+        self._enqueues.discard(job)
+        if not job.cancelled() and job.exception() is not None:
+            log.debug("an enqueue finished with %r", job.exception())
 
     async def get_task(self, task_id: str) -> Task:
         """Load a task by id (verifying its signature when a verification key is set).
@@ -154,25 +203,87 @@ class Client:
         self._check_open()
         return await self._storage.load_task(task_id)
 
-    async def retry_task(self, task_id: str) -> Task:
+    async def retry_task(self, task_id: str, *, force: bool = False) -> Task:
         """Run a task again: its result is cleared and it is re-enqueued on the client's queue.
 
         Any queued item for it is replaced. Unlike upstream, ``tries`` restarts at 0 so a task that expired by
         running out of tries can run again, and a task with dependencies goes back to ``blocked`` so its
-        parents are checked again (upstream sets ``retry`` and skips the check).
+        parents are checked again (upstream sets ``retry`` and skips the check). A task whose handler is running
+        (state ``active``) is refused unless ``force`` is given: retrying it would start a second run beside the
+        first, whose result is then dropped.
 
         Raises:
             TaskNotFound: no task has that id.
             SignatureError: the stored task fails verification.
+            InvalidTaskStateError: the task is active and ``force`` is not set.
             EnqueueError: the queue item could not be published.
         """
         self._check_open()
         task = await self._storage.load_task(task_id)
+        if task.state == TaskState.ACTIVE and not force:
+            since = f" since {task.tried.isoformat()}" if task.tried is not None else ""
+            raise InvalidTaskStateError(
+                f"task {task_id} is active (its handler has been running{since}, try {task.tries}): retrying it "
+                "now would run it twice at once; wait for it with client.wait(), or pass force=True if its worker "
+                "is gone"
+            )
         task.state = TaskState.BLOCKED if task.dependencies else TaskState.RETRY
         task.result = None
         task.tries = 0
         task.dependency_results = {}
-        await self._storage.enqueue(task, self._queue, dedupe=False)
+        await self._shielded(self._storage.enqueue(task, self._queue, dedupe=False))
+        return task
+
+    async def wait(self, task_id: str, *, timeout: float | None = None) -> Task:
+        """Wait until a task reaches a final state and return it as stored.
+
+        Final states are ``complete``, ``expired``, ``terminated``, ``unreachable`` and ``queue_error``. The wait
+        follows the task's lifecycle events (with a store read after subscribing, so a change in between is not
+        missed, and a slow re-read in case an event is lost). A task discarded on completion (``discard``) is
+        returned as its last stored copy with the final state of its event.
+
+        Args:
+            task_id: the task to wait for.
+            timeout: seconds to wait at most; ``None`` waits as long as it takes.
+
+        Raises:
+            TaskNotFound: no task has that id.
+            WaitTimeout: the task was not final within ``timeout``.
+        """
+        self._check_open()
+        validate_name(task_id, "task id")
+        sub = await self._nc.subscribe(TASK_EVENT_PREFIX + task_id)
+        try:
+            async with asyncio.timeout(timeout) as scope:
+                return await self._await_final(task_id, sub)
+        except TimeoutError:
+            if scope.expired():
+                raise WaitTimeout(f"task {task_id} did not reach a final state within {timeout:g}s") from None
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _await_final(self, task_id: str, sub: Subscription) -> Task:
+        task = await self._storage.load_task(task_id)
+        while task.state not in WAIT_FINAL_STATES:
+            try:
+                msg = await sub.next_msg(timeout=WAIT_REREAD_S)
+            except nats.errors.TimeoutError:
+                task = await self._storage.load_task(task_id)
+                continue
+            try:
+                event = decode_event(msg.data)
+            except CorruptDataError:
+                continue
+            if not isinstance(event, TaskStateEvent) or event.state not in WAIT_FINAL_STATES:
+                continue
+            try:
+                task = await self._storage.load_task(task_id)
+            except TaskNotFound:
+                task.state = event.state  # discarded on reaching its final state
+                task.last_err = event.last_error
+                return task
         return task
 
     async def delete_task(self, task_id: str) -> None:
@@ -194,15 +305,21 @@ class Client:
 
     # ---- processing -----------------------------------------------------------------------------------------
 
-    async def run(self, router: Router) -> None:
+    async def run(self, router: Router, *, until_idle: bool = False) -> None:
         """Process the queue with ``router``'s handlers until cancelled or the client is closed.
 
         When it stops, running handlers get ``shutdown_grace`` seconds to finish; the rest are handed back to
-        the queue for another worker.
+        the queue for another worker. While it runs, the reconciler repairs stuck tasks of the queue every
+        ``reconcile_interval`` seconds.
+
+        Args:
+            router: the handlers.
+            until_idle: return once nothing is waiting, in flight or due for a retry in the queue (for scripts and
+                tests); tasks waiting for a retry delay are waited for.
 
         Raises:
             ConfigurationError: the router has no handlers.
-            ClientClosedError: the client is closed.
+            ClientClosedError: the client is closed, or its NATS connection was closed for good.
         """
         self._check_open()
         if not isinstance(router, Router) or len(router) == 0:
@@ -218,12 +335,17 @@ class Client:
             retry_policy=opts.retry_policy,
             shutdown_grace=opts.shutdown_grace,
             api_prefix=self._js.prefix,
+            until_idle=until_idle,
+            reconciler=self._reconciler(),
         )
         current = asyncio.current_task()
         if current is not None:
             self._workers.add(current)
         try:
             await worker.run()
+        except ClientClosedError:
+            self._state = _Lifecycle.CLOSED
+            raise
         except asyncio.CancelledError:
             if self._state is _Lifecycle.CLOSED and current is not None and current.cancelling() <= 1:
                 current.uncancel()
@@ -232,6 +354,14 @@ class Client:
         finally:
             if current is not None:
                 self._workers.discard(current)
+
+    def _reconciler(self) -> Reconciler | None:
+        opts = self._options
+        if opts.reconcile_interval is None:
+            return None
+        return Reconciler(
+            self._storage, self.admin, self._queue, interval=opts.reconcile_interval, grace=opts.reconcile_grace
+        )
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
 
@@ -248,6 +378,9 @@ class Client:
             worker.cancel()
         if workers:
             await asyncio.gather(*workers, return_exceptions=True)
+        if self._enqueues:
+            # Enqueues whose callers were cancelled still finish, so that no task is left half enqueued.
+            await asyncio.wait(list(self._enqueues), timeout=self._options.retry_window + self._options.request_timeout)
         if self._metrics_server is not None:
             server, self._metrics_server = self._metrics_server, None
             await asyncio.to_thread(server.close)

@@ -10,7 +10,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from asyncjobs.constants import NAK_PREFIX, WPI
-from asyncjobs.errors import TaskTimeout
+from asyncjobs.errors import AsyncJobsError, TaskTimeout
 
 ACK_TIMEOUT_S: Final = 2.0
 
@@ -26,6 +26,25 @@ def delivery_count(reply: str) -> int:
     except ValueError:
         pass
     return 0
+
+
+def error_text(error: BaseException) -> str:
+    """The ``last_err`` for a failed try: our errors' own messages, others prefixed with their type.
+
+    ``str(KeyError("email"))`` is just ``'email'``; ``KeyError: 'email'`` says what happened. The text always
+    encodes as JSON (lone surrogates, e.g. from ``os.fsdecode`` file names, are escaped).
+    """
+    message = str(error)
+    if not isinstance(error, AsyncJobsError):
+        name = type(error).__name__
+        message = f"{name}: {message}" if message else name
+    elif not message:
+        message = type(error).__name__
+    try:
+        message.encode()
+    except UnicodeEncodeError:
+        message = message.encode("utf-8", "backslashreplace").decode()
+    return message
 
 
 def nak(delay_ns: int) -> bytes:

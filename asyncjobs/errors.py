@@ -10,7 +10,9 @@ Every error raised by the library derives from :class:`AsyncJobsError`::
     │   ├── QueueNotFound (LookupError)      the work queue stream does not exist
     │   ├── QueueConsumerNotFound (LookupError)
     │   ├── TaskNotFound (LookupError)       no task stored under that id
-    │   └── TaskConflict                     the stored task changed since it was loaded
+    │   ├── TaskConflict                     the stored task changed since it was loaded
+    │   ├── JetStreamUnavailable             no leader (election, lost quorum), still so after retries
+    │   └── RequestTimeout (TimeoutError)    no reply from NATS in time, still so after retries
     ├── EnqueueError                         the task was stored but its work item was not
     │   └── DuplicateTaskError               the work item was a duplicate (task saved as queue_error)
     ├── InvalidTaskStateError                the operation is not allowed in the task's state
@@ -21,13 +23,16 @@ Every error raised by the library derives from :class:`AsyncJobsError`::
     ├── NoHandlerError                       no route matched a task's type
     ├── HandlerNotSupported                  mark_in_progress outside a handler
     ├── RemoteHandlerError                   a request-reply or external-command handler failed
-    ├── TaskTimeout (TimeoutError)           a NATS operation or a handler ran out of time
+    ├── TaskTimeout (TimeoutError)           a handler ran out of time, or its deadline could not be extended
+    ├── WaitTimeout (TimeoutError)           Client.wait() gave up before the task was final
     ├── DependenciesFailed                   a parent task failed, the child is unreachable
     ├── CorruptDataError (ValueError)        stored or received data could not be decoded
     ├── NatsServerError (RuntimeError)       the embedded nats-server failed (asyncjobs.server)
     └── TerminateTask                        raised by a handler: end the task without retries
 
-NATS and JetStream exceptions are translated into this tree in :mod:`asyncjobs.jsapi` only.
+NATS and JetStream exceptions are translated into this tree in :mod:`asyncjobs.jsapi` only. Transient failures
+(timeouts, no leader) are retried there with back-off for the client's ``retry_window`` before one of
+:class:`RequestTimeout` or :class:`JetStreamUnavailable` reaches the caller.
 """
 
 from __future__ import annotations
@@ -65,6 +70,8 @@ class JetStreamError(AsyncJobsError):
         self.code: Final = code
         self.err_code: Final = err_code
         self.description: Final = description
+        self.attempts = 1
+        """How many times the request was sent before this error was raised (more than 1 after retries)."""
 
 
 class QueueNotFound(JetStreamError, LookupError):
@@ -81,6 +88,21 @@ class TaskNotFound(JetStreamError, LookupError):
 
 class TaskConflict(JetStreamError):
     """The stored task changed since this copy was loaded (wrong last subject sequence)."""
+
+
+class JetStreamUnavailable(JetStreamError):
+    """JetStream could not serve the request: a stream or the cluster has no leader (a leader election is under
+    way, or the cluster lost quorum), or no server answers for the stream.
+
+    Raised only after the client retried for its ``retry_window``; the outage outlasted it.
+    """
+
+
+class RequestTimeout(JetStreamError, TimeoutError):
+    """NATS gave no reply in time, still after retrying for the client's ``retry_window``.
+
+    A timed-out write may still have been stored: the library re-checks before it reports a failure.
+    """
 
 
 class EnqueueError(AsyncJobsError):
@@ -127,7 +149,11 @@ class RemoteHandlerError(AsyncJobsError):
 
 
 class TaskTimeout(AsyncJobsError, TimeoutError):
-    """A NATS operation or a handler ran out of time."""
+    """A handler ran past its max run time, or ``mark_in_progress`` could not extend its deadline."""
+
+
+class WaitTimeout(AsyncJobsError, TimeoutError):
+    """:meth:`Client.wait` timed out before the task reached a final state."""
 
 
 class DependenciesFailed(AsyncJobsError):

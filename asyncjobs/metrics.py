@@ -279,6 +279,15 @@ class Metrics:
             "choria_asyncjobs_handler_error_total", "Handler runs that ended in an error", handler
         )
         self.handler_runtime: Final = Summary("choria_asyncjobs_handler_runtime", "Handler run time (s)", handler)
+        # Ours: the reconciler's repairs (see asyncjobs.reconciler), by the state the task was found in.
+        self.reconciler_repaired_total: Final = Counter(
+            "choria_asyncjobs_reconciler_repaired_total",
+            "Tasks the reconciler found stuck and repaired, by action (republish, expire) and state",
+            ("queue", "action", "state"),
+        )
+        self.reconciler_pass_total: Final = Counter(
+            "choria_asyncjobs_reconciler_pass_total", "Reconciler passes over a queue's tasks", queue
+        )
         self.scheduler_paused: Final = Gauge(
             "choria_asyncjobs_task_scheduler_paused", "1 while this scheduler is not the leader"
         )

@@ -22,16 +22,20 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from asyncjobs.constants import HDR_DESCRIPTION, HDR_PENDING_MESSAGES, HDR_STATUS
+from asyncjobs.errors import ClientClosedError
 from asyncjobs.metrics import METRICS
 from asyncjobs.retry import RETRY_LINEAR_TEN_SECONDS
 
 log = logging.getLogger("asyncjobs")
 
 PULL_EXPIRES_NS: Final = 30_000_000_000
-IDLE_HEARTBEAT_NS: Final = 5_000_000_000
-# Without a message or heartbeat for this long, outstanding requests are assumed lost (e.g. a reconnect).
+IDLE_HEARTBEAT_NS: Final = 1_000_000_000
+# Without a message or heartbeat for this long, outstanding requests are assumed lost (a reconnect, or the consumer's
+# leader died and a new one knows nothing of them).
 STALE_AFTER_S: Final = 3 * IDLE_HEARTBEAT_NS / 1e9
-CHECK_INTERVAL_S: Final = 1.0
+CHECK_INTERVAL_S: Final = 0.5
+# During an election "no responders" lasts seconds: retry quickly, however often it happened before.
+MAX_NO_RESPONDERS_WAIT_S: Final = 2.0
 
 
 class Puller:
@@ -43,10 +47,23 @@ class Puller:
         queue: the queue name, for metrics.
         slots: how many messages may be unfinished at once (the client's concurrency).
         deliver: called with each message; the caller must call :meth:`release` when it is finished with it.
+        on_recovered: called when the consumer answers again after a disturbance (lost pull requests, a leader
+            change, no responders, a reconnect).
     """
 
-    def __init__(self, nc: NATS, next_subject: str, queue: str, *, slots: int, deliver: Callable[[Msg], None]) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        next_subject: str,
+        queue: str,
+        *,
+        slots: int,
+        deliver: Callable[[Msg], None],
+        on_recovered: Callable[[], None] | None = None,
+    ) -> None:
         self.nc = nc
+        self.on_recovered = on_recovered
+        self.disturbed = False
         self.next_subject = next_subject
         self.queue = queue
         self.slots = slots
@@ -70,11 +87,20 @@ class Puller:
         self.wake.set()
 
     async def run(self) -> None:
-        """Pull until cancelled."""
+        """Pull until cancelled.
+
+        Raises:
+            ClientClosedError: the connection was closed for good (by its owner, or by the server).
+        """
         self.sub = await self.nc.subscribe(self.inbox, cb=self._on_message)
         self.wake.set()
         try:
             while True:
+                if self.nc.is_closed:
+                    raise ClientClosedError(
+                        f"queue {self.queue}: the NATS connection was closed, so the worker stopped: create a new "
+                        "client with asyncjobs.connect()"
+                    )
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation that arrives as the
                 # event is set, and the worker would keep running after close().
                 with contextlib.suppress(TimeoutError):
@@ -86,9 +112,16 @@ class Puller:
                     # Pull requests do not survive a reconnect to another (or a restarted) server.
                     self.reconnects = reconnects
                     self.outstanding = 0
+                    self.disturbed = True
                 if self.outstanding and time.monotonic() - self.last_activity > STALE_AFTER_S:
-                    log.debug("queue %s: no word from the server for pull requests, re-issuing them", self.queue)
+                    log.info(
+                        "queue %s: no word from the consumer for %.0fs (a new leader, or a lost connection), "
+                        "re-issuing pull requests",
+                        self.queue,
+                        STALE_AFTER_S,
+                    )
                     self.outstanding = 0
+                    self.disturbed = True
                 want = self.free - self.outstanding
                 if want > 0:
                     await self._request(want)
@@ -107,7 +140,10 @@ class Puller:
             await self.nc.publish(self.next_subject, body, reply=self.inbox)
         except Exception as exc:
             METRICS.poll_error_total.labels(self.queue).inc()
+            if self.nc.is_closed:
+                return  # run() ends the worker
             self.errors += 1
+            self.disturbed = True
             delay = RETRY_LINEAR_TEN_SECONDS.delay(self.errors)
             log.warning("queue %s: pull request failed, retrying in %.1fs: %s", self.queue, delay, exc)
             await asyncio.sleep(delay)
@@ -117,10 +153,20 @@ class Puller:
             self.last_activity = time.monotonic()
         self.outstanding += batch
 
+    def _answered(self) -> None:
+        # A message or a heartbeat from the consumer: whatever disturbed it is over.
+        if self.disturbed:
+            self.disturbed = False
+            log.info("queue %s: the consumer answers pull requests again", self.queue)
+            if self.on_recovered is not None:
+                self.on_recovered()
+
     async def _on_message(self, msg: Msg) -> None:
         self.last_activity = time.monotonic()
         headers = msg.headers
         status = headers.get(HDR_STATUS) if headers else None
+        if status is None or status == "100":
+            self._answered()
         if status is None or (msg.data and msg.reply):
             self.errors = 0
             if self.outstanding > 0:
@@ -143,19 +189,25 @@ class Puller:
         else:
             self.outstanding = 0
         if status == "503":
-            # Nobody serves the consumer: the queue (or its WORKERS consumer) was deleted, or a cluster lost quorum.
+            # Nobody serves the consumer: it has no leader yet (an election, or a cluster without quorum), or the
+            # queue (or its WORKERS consumer) was deleted.
             self.errors += 1
+            self.disturbed = True
             METRICS.poll_error_total.labels(self.queue).inc()
-            delay = RETRY_LINEAR_TEN_SECONDS.delay(self.errors)
+            delay = min(RETRY_LINEAR_TEN_SECONDS.delay(self.errors), MAX_NO_RESPONDERS_WAIT_S)
             log.warning(
-                "queue %s: no responders for its WORKERS consumer (was the queue deleted?), retrying in %.1fs",
+                "queue %s: no responders for its WORKERS consumer: it has no leader (a leader election, or the "
+                "cluster lost quorum) or the queue was deleted; retrying in %.1fs",
                 self.queue,
                 delay,
             )
             await asyncio.sleep(delay)
         elif status == "409":
             description = str(headers.get(HDR_DESCRIPTION, ""))
-            if "Exceeded MaxWaiting" not in description and "Leadership Change" not in description:
+            if "Leadership Change" in description:
+                self.disturbed = True
+                log.info("queue %s: the consumer's leader changed, re-issuing pull requests", self.queue)
+            elif "Exceeded MaxWaiting" not in description:
                 METRICS.poll_error_total.labels(self.queue).inc()
                 log.warning("queue %s: pull request ended: %s", self.queue, description or status)
                 await asyncio.sleep(RETRY_LINEAR_TEN_SECONDS.delay(1))

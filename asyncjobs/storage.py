@@ -23,7 +23,6 @@ from asyncjobs.constants import (
     EVENTS_SUBJECTS,
     HDR_EXPECTED_LAST_SUBJECT_SEQ,
     HDR_MSG_ID,
-    JS_ERR_STREAM_NOT_FOUND,
     QUEUE_CONSUMER,
     TASK_EVENT_PREFIX,
     TASK_SUBJECT_PREFIX,
@@ -33,12 +32,16 @@ from asyncjobs.constants import (
 )
 from asyncjobs.errors import (
     AsyncJobsError,
+    ConfigurationError,
     DuplicateTaskError,
     EnqueueError,
     InvalidTaskStateError,
     JetStreamError,
+    JetStreamUnavailable,
     QueueNotFound,
+    RequestTimeout,
     TaskConflict,
+    TaskNotFound,
 )
 from asyncjobs.jsapi import QUEUE_ERRORS, TASK_ERRORS, JetStream
 from asyncjobs.metrics import METRICS
@@ -50,6 +53,8 @@ log = logging.getLogger("asyncjobs")
 
 NO_RESPONDERS_TEXT: Final = "nats: no responders available for request"
 PIPELINE_CHUNK: Final = 512
+# Room left in a message for the subject, headers and protocol line of a task save.
+TASK_ENVELOPE_BYTES: Final = 512
 
 
 def tasks_stream_config(*, replicas: int, memory: bool, retention_ns: int) -> dict[str, Any]:
@@ -227,22 +232,51 @@ class Storage:
     async def save_task(self, task: Task, *, notify: bool = True) -> None:
         """Store a task, requiring that nobody changed it since this copy was loaded or saved.
 
+        Transient failures are retried for the client's retry window under the same expected sequence, so a
+        write is never applied twice; when a retry conflicts because an earlier, timed-out attempt did land, the
+        stored copy is compared with ours and the save counts as done.
+
         Raises:
             TaskConflict: the stored task changed (``Nats-Expected-Last-Subject-Sequence`` mismatch).
-            JetStreamError: the store rejected the write.
+            ConfigurationError: the encoded task is larger than the server accepts.
+            JetStreamError: the store rejected the write or stayed unavailable.
         """
+        data = codec.encode_task(task)
+        max_payload = self.nc.max_payload
+        if max_payload and len(data) > max_payload - TASK_ENVELOPE_BYTES:
+            METRICS.task_update_error_total.inc()
+            raise ConfigurationError(
+                f"task {task.id} encodes to {len(data)} bytes, over the NATS server's max_payload of {max_payload} "
+                "bytes: keep large data elsewhere (an object store) and pass a reference, or raise max_payload"
+            )
+        subject = TASK_SUBJECT_PREFIX + task.id
         headers = {HDR_EXPECTED_LAST_SUBJECT_SEQ: str(task.seq)}
         try:
-            ack = await self.js.publish(
-                TASK_SUBJECT_PREFIX + task.id, codec.encode_task(task), f"saving task {task.id}", headers=headers
-            )
+            ack = await self.js.publish(subject, data, f"saving task {task.id}", headers=headers, stream=TASKS_STREAM)
+        except TaskConflict as exc:
+            landed = exc.attempts > 1 and await self._landed(task, data)
+            if not landed:
+                METRICS.task_update_error_total.inc()
+                raise
         except AsyncJobsError:
             METRICS.task_update_error_total.inc()
             raise
-        task.seq = ack.seq
+        else:
+            task.seq = ack.seq
         METRICS.task_update_total.labels(task.state.value).inc()
         if notify:
             await self.publish_event(task)
+
+    async def _landed(self, task: Task, data: bytes) -> bool:
+        """Whether the stored copy of ``task`` is exactly ``data`` (an earlier attempt landed); adopt its sequence."""
+        try:
+            stored = await self.js.get_last(TASKS_STREAM, TASK_SUBJECT_PREFIX + task.id, f"re-reading task {task.id}")
+        except AsyncJobsError:
+            return False
+        if stored.data != data:
+            return False
+        task.seq = stored.seq
+        return True
 
     async def save_or_discard(self, task: Task) -> None:
         """Save a task, or delete it when its state is one the client discards (upstream §3.9)."""
@@ -274,7 +308,11 @@ class Storage:
     # ---- enqueue --------------------------------------------------------------------------------------------
 
     async def enqueue(self, task: Task, queue: Queue, *, dedupe: bool = True) -> None:
-        """Store a task and publish its work item (upstream §3.1).
+        """Store a task and publish its work item (upstream §3.1), idempotently.
+
+        Enqueueing the same task again (same id and content, e.g. after a timeout or a cancelled call) does not
+        fail: while it is still waiting its item is published again under the same ``Nats-Msg-Id`` (the server
+        drops the copy within its duplicate window), and once it has started nothing is published.
 
         Args:
             task: the task, in state new, retry or blocked.
@@ -283,14 +321,23 @@ class Storage:
 
         Raises:
             InvalidTaskStateError: the task is not in state new, retry or blocked.
-            DuplicateTaskError: a task with that id exists, or its work item is a duplicate.
-            EnqueueError: the work item could not be published; the task is saved as ``queue_error``.
+            DuplicateTaskError: another task with that id exists, or its work item is a duplicate.
+            EnqueueError: the work item could not be published.
         """
-        await self.save_for_enqueue(task, queue)
-        await self.publish_item(task, queue, dedupe=dedupe)
+        if await self.save_for_enqueue(task, queue):
+            await self.publish_item(task, queue, dedupe=dedupe)
 
-    async def save_for_enqueue(self, task: Task, queue: Queue) -> None:
-        """The first half of :meth:`enqueue`: check the state and store the task."""
+    async def save_for_enqueue(self, task: Task, queue: Queue) -> bool:
+        """The first half of :meth:`enqueue`: check the state and store the task.
+
+        Returns:
+            Whether the item still has to be published (``False``: an earlier enqueue of this very task stored it
+            and it has already started or finished).
+
+        Raises:
+            InvalidTaskStateError: the task is not in state new, retry or blocked.
+            DuplicateTaskError: another task with that id exists.
+        """
         if task.state not in ENQUEUEABLE_STATES:
             raise InvalidTaskStateError(
                 f"cannot enqueue a task in state {task.state.value!r}: only new, retry or blocked tasks can be "
@@ -300,35 +347,94 @@ class Storage:
         try:
             await self.save_task(task)
         except TaskConflict as exc:
-            if task.seq == 0:
+            if task.seq != 0:
+                raise
+            stored = await self._same_task(task)
+            if stored is None:
                 raise DuplicateTaskError(
                     f"task {task.id} already exists: pick another id, or load it with get_task() and retry_task() it"
                 ) from exc
-            raise
+            # Enqueued before (a retry after a timeout or a cancelled call): carry on from what is stored.
+            task.seq, task.state, task.tries = stored.seq, stored.state, stored.tries
+            task.last_err, task.tried_at, task.result = stored.last_err, stored.tried_at, stored.result
+            return stored.state in (TaskState.NEW, TaskState.BLOCKED)
+        return True
 
-    async def publish_item(self, task: Task, queue: Queue, *, dedupe: bool = True) -> None:
-        """The second half of :meth:`enqueue`: publish the work item, recording a failure on the task."""
-        headers = {HDR_MSG_ID: task.id} if dedupe and task.state != TaskState.RETRY else None
+    async def _same_task(self, task: Task) -> Task | None:
+        """The stored task with ``task``'s id if it is the same task (same envelope and dependencies)."""
+        try:
+            stored = await self.load_task(task.id, verify=False)
+        except TaskNotFound:
+            return None
+        same = stored.signature_envelope() == task.signature_envelope() and stored.dependencies == task.dependencies
+        return stored if same else None
+
+    async def publish_item(self, task: Task, queue: Queue, *, dedupe: bool = True, msg_id: str | None = None) -> None:
+        """The second half of :meth:`enqueue`: publish the work item.
+
+        Transient failures are retried under the same ``Nats-Msg-Id``, so an item that did land is not doubled.
+        A definite failure (no such queue, the queue refused the item) stores the task as ``queue_error``; an
+        outage that outlasts the retry window leaves it stored as it is, for a repeated enqueue or the reconciler.
+
+        Raises:
+            DuplicateTaskError: the server dropped the item as a duplicate and no item for the task is queued.
+            EnqueueError: the work item could not be published.
+        """
+        if dedupe and task.state != TaskState.RETRY:
+            headers: dict[str, str] | None = {HDR_MSG_ID: msg_id or task.id}
+        else:
+            headers = None
         what = f"publishing the work item of task {task.id} to queue {queue.name!r}"
         try:
             ack = await self.js.publish(
-                queue.subject_prefix + task.id, codec.encode_item(task.id), what, headers=headers
+                queue.subject_prefix + task.id, codec.encode_item(task.id), what, headers=headers, stream=queue.stream
             )
+        except QueueNotFound as exc:
+            METRICS.enqueue_error_count.labels(queue.name).inc()
+            await self._mark_queue_error(task, NO_RESPONDERS_TEXT)
+            raise EnqueueError(
+                f"queue {queue.name!r} not found: {NO_RESPONDERS_TEXT}; task {task.id} was saved in state "
+                f"queue_error: create the queue (connect with queue={queue.name!r}) and retry_task() it"
+            ) from exc
+        except (RequestTimeout, JetStreamUnavailable) as exc:
+            METRICS.enqueue_error_count.labels(queue.name).inc()
+            raise EnqueueError(
+                f"{exc}; task {task.id} is stored in state {task.state.value} but its item may not be queued: "
+                "enqueue the same task again (it is idempotent), or leave it to the workers' reconciler"
+            ) from exc
         except AsyncJobsError as exc:
             METRICS.enqueue_error_count.labels(queue.name).inc()
-            missing = isinstance(exc, JetStreamError) and (exc.code == 503 or exc.err_code == JS_ERR_STREAM_NOT_FOUND)
-            reason = NO_RESPONDERS_TEXT if missing else str(exc)
-            await self._mark_queue_error(task, reason)
-            if missing:
-                raise EnqueueError(
-                    f"queue {queue.name!r} not found: {reason}; task {task.id} was saved in state queue_error"
-                ) from exc
-            raise EnqueueError(f"{what} failed: {exc}; task {task.id} was saved in state queue_error") from exc
-        if ack.duplicate:
+            await self._mark_queue_error(task, str(exc))
+            raise EnqueueError(f"{exc}; task {task.id} was saved in state queue_error") from exc
+        if ack.duplicate and not await self.item_queued(task.id, queue):
             METRICS.enqueue_error_count.labels(queue.name).inc()
             await self._mark_queue_error(task, ERR_DUPLICATE_ITEM)
             raise DuplicateTaskError(f"task {task.id}: {ERR_DUPLICATE_ITEM}; the task was saved in state queue_error")
         METRICS.enqueue_count.labels(queue.name).inc()
+
+    async def republish_item(self, task_id: str, queue: Queue, *, msg_id: str | None = None) -> None:
+        """Publish a fresh work item for a stored task, replacing any item it has (one per task in a queue).
+
+        The new item starts with a fresh delivery count. ``msg_id`` lets concurrent repairers of the same stored
+        task version publish only one item between them.
+
+        Raises:
+            QueueNotFound: the queue does not exist.
+            JetStreamError: the item could not be published.
+        """
+        headers = {HDR_MSG_ID: msg_id} if msg_id else None
+        what = f"republishing the work item of task {task_id} to queue {queue.name!r}"
+        await self.js.publish(
+            queue.subject_prefix + task_id, codec.encode_item(task_id), what, headers=headers, stream=queue.stream
+        )
+
+    async def item_queued(self, task_id: str, queue: Queue) -> bool:
+        """Whether the queue holds a work item for the task."""
+        try:
+            await self.js.get_last(queue.stream, queue.subject_prefix + task_id, f"looking up the item of {task_id}")
+        except TaskNotFound:
+            return False
+        return True
 
     async def _mark_queue_error(self, task: Task, reason: str) -> None:
         task.state = TaskState.QUEUE_ERROR
@@ -344,11 +450,11 @@ class Storage:
         for start in range(0, len(tasks), PIPELINE_CHUNK):
             chunk = tasks[start : start + PIPELINE_CHUNK]
             saved = await asyncio.gather(*(self.save_for_enqueue(t, queue) for t in chunk), return_exceptions=True)
-            ready = [t for t, res in zip(chunk, saved, strict=True) if res is None]
+            ready = [t for t, res in zip(chunk, saved, strict=True) if res is True]
             published = await asyncio.gather(*(self.publish_item(t, queue) for t in ready), return_exceptions=True)
-            result_of = {id(t): res for t, res in zip(ready, published, strict=True)}
+            result_of: dict[int, BaseException | None] = {id(t): r for t, r in zip(ready, published, strict=True)}
             for task, res in zip(chunk, saved, strict=True):
-                outcome = res if res is not None else result_of[id(task)]
+                outcome = res if isinstance(res, BaseException) else result_of.get(id(task))
                 if outcome is None:
                     outcomes.append(task)
                 elif isinstance(outcome, AsyncJobsError):

@@ -1,8 +1,10 @@
 """The worker: takes items off a queue and runs their tasks' handlers (upstream §1.7 to §1.9 and §3.2 to §3.7).
 
 Each delivered item goes through the same gates as upstream (load, state, deadline, tries, dependencies), is set
-``active``, runs under the queue's max run time, and ends with one ack: ``+ACK`` on success, ``+TERM`` when the task
-reached a final state, or ``-NAK {"delay": <ns>}`` to be retried. Differences from upstream are listed in
+``active``, runs under the queue's max run time, and ends in :meth:`Worker._settle`, the one place that decides
+how a delivery ends: ``+ACK`` on success, ``+TERM`` when the task reached a final state, or ``-NAK {"delay": <ns>}``
+to hand it back. No hand-back can strand a task: on the queue's last permitted delivery a hand-back becomes a final
+state, or a fresh item when the task was not at fault. Differences from upstream are listed in
 ``docs/decisions.md``; each one stays readable by Go clients.
 """
 
@@ -12,39 +14,48 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Final
+from collections import deque
+from typing import TYPE_CHECKING, Final
 
 from nats.aio.msg import Msg
 
 from asyncjobs import codec
-from asyncjobs.constants import ACK, BLOCKED_NAK_DELAY_NS, ERR_DEPENDENCIES_FAILED, TERM
-from asyncjobs.delivery import ACK_TIMEOUT_S, HandlerContext, delivery_count, nak
+from asyncjobs.constants import ACK, BLOCKED_NAK_DELAY_NS, ERR_DEPENDENCIES_FAILED, QUEUE_CONSUMER, TERM
+from asyncjobs.delivery import ACK_TIMEOUT_S, delivery_count, nak
 from asyncjobs.errors import (
     AsyncJobsError,
+    ConfigurationError,
     CorruptDataError,
-    DependenciesFailed,
     SignatureError,
     TaskConflict,
     TaskNotFound,
-    TaskTimeout,
-    TerminateTask,
 )
+from asyncjobs.handling import UNSTORABLE_RESULT, HandlerRunner
 from asyncjobs.metrics import METRICS
 from asyncjobs.puller import Puller
-from asyncjobs.retry import RETRY_LINEAR_TEN_SECONDS, RetryPolicy, retry_delay_ns
-from asyncjobs.task import FAILED_STATES, Task, TaskResult, TaskState
+from asyncjobs.retry import RETRY_LINEAR_TEN_SECONDS, RetryPolicy
+from asyncjobs.task import FAILED_STATES, Task, TaskState
 from asyncjobs.wiretime import NS_PER_SECOND, WireTime
 
 if TYPE_CHECKING:
     from asyncjobs.queue import Queue
+    from asyncjobs.reconciler import Reconciler
     from asyncjobs.router import Router
     from asyncjobs.storage import Storage
 
 log = logging.getLogger("asyncjobs")
 
-SHUTDOWN_ERROR: Final = "worker stopped before the handler finished"
 STALE_LAST_TRY: Final = "no outcome was recorded for the last try (its worker stopped or lost the item)"
-_DONE_STATES: Final = frozenset({TaskState.COMPLETED, TaskState.EXPIRED, TaskState.TERMINATED, TaskState.UNREACHABLE})
+_DONE_STATES: Final = frozenset(
+    {TaskState.COMPLETED, TaskState.EXPIRED, TaskState.TERMINATED, TaskState.UNREACHABLE, TaskState.QUEUE_ERROR}
+)
+# Final acks are kept this long so they can be sent again once a new consumer leader serves (acks sent to a
+# leader that died, or while there was none, are lost and the item would wait out a whole ack wait).
+ACK_REPLAY_WINDOW_S: Final = 60.0
+ACK_REPLAY_MAX: Final = 100_000
+IDLE_CHECK_INTERVAL_S: Final = 0.2
+LOOP_LAG_CHECK_S: Final = 1.0
+LOOP_LAG_WARN_S: Final = 1.0
 
 
 class Worker:
@@ -57,6 +68,9 @@ class Worker:
         concurrency: handlers running at once in this process.
         retry_policy: NAK delays for failed tasks.
         shutdown_grace: seconds to let running handlers finish when the worker stops.
+        api_prefix: the JetStream API prefix.
+        until_idle: return once the queue has nothing waiting or in flight.
+        reconciler: repairs stuck tasks of the queue while the worker runs.
     """
 
     def __init__(
@@ -69,43 +83,66 @@ class Worker:
         retry_policy: RetryPolicy,
         shutdown_grace: float,
         api_prefix: str,
+        until_idle: bool = False,
+        reconciler: Reconciler | None = None,
     ) -> None:
         self.storage = storage
         self.nc = storage.nc
         self.queue = queue
-        self.router = router
-        self.retry_policy = retry_policy
         self.shutdown_grace = shutdown_grace
-        self.max_run_time_s = queue.max_run_time_ns / NS_PER_SECOND
         self.max_run_time_ns = queue.max_run_time_ns
         self.max_deliver = queue.max_tries
+        self.until_idle = until_idle
+        self.reconciler = reconciler
         self.inbox: asyncio.Queue[Msg] = asyncio.Queue()
         self.slots: list[asyncio.Task[None]] = []
         self.busy = 0
         self.idle = asyncio.Event()
         self.idle.set()
         self.stopping = False
+        self.running: dict[str, Task] = {}
+        """Tasks whose handler runs in this worker now, by id."""
+        self.recent_acks: deque[tuple[float, str, bytes]] = deque(maxlen=ACK_REPLAY_MAX)
+        self._replaying: asyncio.Task[None] | None = None
+        self.handlers = HandlerRunner(self, router, retry_policy)
         self.puller = Puller(
             self.nc,
             f"{api_prefix}.CONSUMER.MSG.NEXT.{queue.stream}.WORKERS",
             queue.name,
             slots=concurrency,
             deliver=self._deliver,
+            on_recovered=self._replay_acks,
         )
 
     async def run(self) -> None:
-        """Process items until cancelled; on the way out running handlers get ``shutdown_grace`` to finish."""
+        """Process items until cancelled (or, with ``until_idle``, until the queue is idle).
+
+        On the way out running handlers get ``shutdown_grace`` to finish.
+
+        Raises:
+            ClientClosedError: the NATS connection was closed for good.
+        """
         self.slots = [
             asyncio.create_task(self._slot(), name=f"asyncjobs-slot-{self.queue.name}-{n}")
             for n in range(self.puller.slots)
         ]
-        pulling = asyncio.create_task(self.puller.run(), name=f"asyncjobs-pull-{self.queue.name}")
+        helpers = [
+            asyncio.create_task(self.puller.run(), name=f"asyncjobs-pull-{self.queue.name}"),
+            asyncio.create_task(self._watch_loop_lag(), name=f"asyncjobs-lag-{self.queue.name}"),
+        ]
+        if self.until_idle:
+            helpers.append(asyncio.create_task(self._wait_idle(), name=f"asyncjobs-idle-{self.queue.name}"))
+        if self.reconciler is not None:
+            helpers.append(asyncio.create_task(self.reconciler.run(), name=f"asyncjobs-reconcile-{self.queue.name}"))
         try:
-            await pulling
+            done, _ = await asyncio.wait(helpers, return_when=asyncio.FIRST_COMPLETED)
+            for finished in done:
+                finished.result()  # the puller or the reconciler failing for good ends the worker
         finally:
             self.stopping = True
-            pulling.cancel()
-            await asyncio.gather(pulling, return_exceptions=True)
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
             await self._drain()
 
     async def _drain(self) -> None:
@@ -123,11 +160,47 @@ class Worker:
             slot.cancel()
         await asyncio.wait(self.slots, timeout=ACK_TIMEOUT_S * 2)
 
+    async def _wait_idle(self) -> None:
+        """Return once nothing is waiting, in flight or due for a retry in the queue (``run(until_idle=True)``)."""
+        what = f"checking whether queue {self.queue.name!r} is idle"
+        subject = f"CONSUMER.INFO.{self.queue.stream}.{QUEUE_CONSUMER}"
+        while True:
+            await asyncio.sleep(IDLE_CHECK_INTERVAL_S)
+            if self.busy or not self.inbox.empty() or self.puller.overflow:
+                continue
+            try:
+                info = await self.storage.js.api(subject, None, what)
+            except AsyncJobsError as exc:
+                log.info("%s", exc)
+                continue
+            if not int(info.get("num_pending", 0)) and not int(info.get("num_ack_pending", 0)) and not self.busy:
+                log.info("queue %s is idle: nothing waiting or in flight, stopping", self.queue.name)
+                return
+
+    async def _watch_loop_lag(self) -> None:
+        """Say so when a handler blocks the event loop: nothing else in this worker can run meanwhile."""
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(LOOP_LAG_CHECK_S)
+            lag = loop.time() - before - LOOP_LAG_CHECK_S
+            if lag >= LOOP_LAG_WARN_S:
+                types = sorted({task.type for task in self.running.values()}) or ["none"]
+                log.warning(
+                    "queue %s: the event loop was blocked for %.1fs while handlers for %s ran: a handler calls "
+                    "blocking code (time.sleep, blocking I/O); run it with asyncio.to_thread()",
+                    self.queue.name,
+                    lag,
+                    ", ".join(types),
+                )
+
     def _deliver(self, msg: Msg) -> None:
         self.inbox.put_nowait(msg)
 
     async def _slot(self) -> None:
         # One long-lived coroutine per concurrency slot: cheaper than a task per item.
+        me = asyncio.current_task()
+        assert me is not None
         while True:
             msg = await self.inbox.get()
             self.busy += 1
@@ -135,24 +208,51 @@ class Worker:
             try:
                 await self._process(msg)
             except asyncio.CancelledError:
-                raise
+                if me.cancelling():
+                    raise
+                # Not ours: something inside the processing raised it. Keep the slot; hand the item back.
+                log.error("queue %s: a stray cancellation while processing an item; handing it back", self.queue.name)
+                await self._ack(msg, nak(RETRY_LINEAR_TEN_SECONDS.delay_ns(1)))
             except Exception:
-                log.exception("queue %s: unexpected error processing an item", self.queue.name)
+                log.exception("queue %s: unexpected error processing an item; handing it back", self.queue.name)
+                await self._ack(msg, nak(RETRY_LINEAR_TEN_SECONDS.delay_ns(1)))
             finally:
                 self.busy -= 1
                 if not self.busy:
                     self.idle.set()
                 if not self.stopping:
                     self.puller.release()
+            if me.cancelling():
+                return  # the worker is stopping: the handed-back item was this slot's last
+
+    # ---- acks -----------------------------------------------------------------------------------------------
 
     async def _ack(self, msg: Msg, body: bytes) -> None:
+        if body is ACK or body is TERM:
+            self.recent_acks.append((time.monotonic(), msg.reply, body))
         try:
             await self.nc.publish(msg.reply, body)
         except Exception as exc:  # the item is redelivered after AckWait and the gates handle it
             log.warning("queue %s: could not ack an item (%s): %s", self.queue.name, body.decode(), exc)
 
-    def _retrynak(self, delivered: int) -> bytes:
-        return nak(retry_delay_ns(self.retry_policy, delivered))
+    def _replay_acks(self) -> None:
+        """The consumer answers again after a disturbance: its new leader may never have seen our recent acks."""
+        horizon = time.monotonic() - ACK_REPLAY_WINDOW_S
+        while self.recent_acks and self.recent_acks[0][0] < horizon:
+            self.recent_acks.popleft()
+        if self.recent_acks and self._replaying is None and not self.nc.is_closed:
+            self._replaying = asyncio.get_running_loop().create_task(self._resend_acks(list(self.recent_acks)))
+
+    async def _resend_acks(self, acks: list[tuple[float, str, bytes]]) -> None:
+        # Acks are idempotent: one for an item already removed is ignored by the server.
+        log.info("queue %s: re-sending %d recent acks to the consumer's leader", self.queue.name, len(acks))
+        try:
+            for _, reply, body in acks:
+                await self.nc.publish(reply, body)
+        except Exception as exc:
+            log.info("queue %s: re-sending acks stopped: %s", self.queue.name, exc)
+        finally:
+            self._replaying = None
 
     # ---- one item -------------------------------------------------------------------------------------------
 
@@ -166,12 +266,24 @@ class Worker:
             log.warning("queue %s: terminating an item: %s", queue, exc)
             await self._ack(msg, TERM)
             return
+        if task_id in self.running:
+            # Redelivered because its handler ran past the ack wait without giving the loop back (blocking code),
+            # or a duplicate item: the running handler's ack settles the stream message either way.
+            log.warning(
+                "queue %s: task %s was delivered again while its handler still runs in this worker; not starting "
+                "it twice (a handler past its max run time of %gs without awaiting is blocking the event loop)",
+                queue,
+                task_id,
+                self.max_run_time_ns / NS_PER_SECOND,
+            )
+            return
         task = await self._load(msg, task_id, delivered)
         if task is None:
             return
         now = WireTime.now()
         if not await self._passes_gates(msg, task, now, delivered):
             return
+        previous = task.state
         task.state = TaskState.ACTIVE
         task.tried_at = now
         task.last_err = ""
@@ -181,11 +293,17 @@ class Worker:
         try:
             await self.storage.save_task(task)
         except AsyncJobsError as exc:
-            # Most likely another worker or a retry_task() changed it: look again later.
-            log.info("queue %s: could not set task %s active, retrying later: %s", queue, task_id, exc)
-            await self._ack(msg, nak(RETRY_LINEAR_TEN_SECONDS.delay_ns(delivered)))
+            # Another worker or a retry_task() changed it, or the store stayed unavailable: look again later.
+            log.info("queue %s: could not set task %s active, handing it back: %s", queue, task_id, exc)
+            task.tries -= 1
+            task.state = previous
+            await self._settle(msg, delivered, task, nak(RETRY_LINEAR_TEN_SECONDS.delay_ns(delivered)), requeue=True)
             return
-        await self._run_handler(msg, task, delivered)
+        self.running[task.id] = task
+        try:
+            await self.handlers.run(msg, task, delivered)
+        finally:
+            self.running.pop(task.id, None)
 
     async def _load(self, msg: Msg, task_id: str, delivered: int) -> Task | None:
         queue = self.queue.name
@@ -206,8 +324,8 @@ class Worker:
             await self._ack(msg, TERM)
         except AsyncJobsError as exc:
             METRICS.task_not_found_error_count.labels(queue).inc()
-            log.warning("queue %s: could not load task %s, retrying: %s", queue, task_id, exc)
-            await self._ack(msg, nak(RETRY_LINEAR_TEN_SECONDS.delay_ns(delivered)))
+            log.warning("queue %s: could not load task %s, handing it back: %s", queue, task_id, exc)
+            await self._settle(msg, delivered, None, nak(RETRY_LINEAR_TEN_SECONDS.delay_ns(delivered)), requeue=True)
         return None
 
     async def _terminate_untrusted(self, task_id: str, reason: str) -> None:
@@ -229,17 +347,18 @@ class Worker:
             elapsed = now.unix_ns - task.tried_at.unix_ns
             if elapsed < self.max_run_time_ns:
                 # Another handler may still be running it: look again once its run time is up.
-                await self._ack(msg, nak(max(self.max_run_time_ns - elapsed, 1_000_000_000)))
+                wait = nak(max(self.max_run_time_ns - elapsed, NS_PER_SECOND))
+                await self._settle(msg, delivered, task, wait, reason="it was still active in another worker")
                 return False
         if task.deadline_at is not None and now.unix_ns > task.deadline_at.unix_ns:
             METRICS.task_past_deadline_count.labels(queue).inc()
-            await self._finish(msg, task, TaskState.EXPIRED, ACK, task.last_err)
+            await self._settle(msg, delivered, task, ACK, state=TaskState.EXPIRED, reason=task.last_err)
             return False
         if task.max_tries > 0 and task.tries >= task.max_tries:
             METRICS.task_past_max_tries_count.labels(queue).inc()
             # Still active: the worker of its last try died or lost the item before recording an outcome.
             reason = STALE_LAST_TRY if task.state == TaskState.ACTIVE else task.last_err
-            await self._finish(msg, task, TaskState.EXPIRED, ACK, reason)
+            await self._settle(msg, delivered, task, ACK, state=TaskState.EXPIRED, reason=reason)
             return False
         if task.state == TaskState.BLOCKED and task.dependencies:
             return await self._dependencies_ready(msg, task, delivered)
@@ -251,15 +370,15 @@ class Worker:
             try:
                 parent = await self.storage.load_task(parent_id)
             except TaskNotFound:
-                await self._unreachable(msg, task, f"{ERR_DEPENDENCIES_FAILED}: task not found: {parent_id}")
+                await self._unreachable(msg, delivered, task, f"{ERR_DEPENDENCIES_FAILED}: task not found: {parent_id}")
                 return False
             except AsyncJobsError as exc:
                 log.info("task %s: could not load dependency %s: %s", task.id, parent_id, exc)
-                await self._ack(msg, nak(BLOCKED_NAK_DELAY_NS))
+                await self._settle(msg, delivered, task, nak(BLOCKED_NAK_DELAY_NS), requeue=True)
                 return False
             if parent.state in FAILED_STATES or parent.state == TaskState.UNREACHABLE:
                 reason = f"{ERR_DEPENDENCIES_FAILED}: task {parent_id} is {parent.state.value or 'in an unknown state'}"
-                await self._unreachable(msg, task, reason)
+                await self._unreachable(msg, delivered, task, reason)
                 return False
             if parent.state != TaskState.COMPLETED:
                 waiting = True
@@ -267,106 +386,85 @@ class Worker:
                 task.dependency_results[parent_id] = parent.result
         if not waiting:
             return True
-        if 0 < self.max_deliver <= delivered:
-            reason = f"gave up waiting for dependencies after {delivered} deliveries (queue max_tries)"
-            await self._finish(msg, task, TaskState.EXPIRED, TERM, reason)
-        else:
-            await self._ack(msg, nak(BLOCKED_NAK_DELAY_NS))
+        reason = f"gave up waiting for dependencies after {delivered} deliveries"
+        await self._settle(msg, delivered, task, nak(BLOCKED_NAK_DELAY_NS), reason=reason)
         return False
 
-    async def _unreachable(self, msg: Msg, task: Task, reason: str) -> None:
+    async def _unreachable(self, msg: Msg, delivered: int, task: Task, reason: str) -> None:
         METRICS.task_dependencies_failed.inc()
-        await self._finish(msg, task, TaskState.UNREACHABLE, TERM, reason)
+        await self._settle(msg, delivered, task, TERM, state=TaskState.UNREACHABLE, reason=reason)
 
-    async def _finish(self, msg: Msg, task: Task, state: TaskState, ack: bytes, last_err: str) -> None:
-        """Put a task in a final state, store it (or discard it) and end its item."""
-        await self._store(task, state, last_err)
+    # ---- how a delivery ends --------------------------------------------------------------------------------
+
+    async def _settle(
+        self,
+        msg: Msg,
+        delivered: int,
+        task: Task | None,
+        ack: bytes,
+        *,
+        state: TaskState | None = None,
+        reason: str = "",
+        requeue: bool = False,
+    ) -> None:
+        """End a delivery: store ``state`` (when given), then send ``ack``. Every delivery ends here.
+
+        A hand-back (``-NAK``) on the queue's last permitted delivery would leave an item JetStream never delivers
+        again, so it becomes a fresh item when the task was not at fault (``requeue``: the worker stopped, the
+        store was unavailable, a race) and a final ``expired`` state otherwise. An outcome that cannot be stored
+        keeps its item (handed back) so that a later delivery records one.
+        """
+        queue = self.queue.name
+        last = 0 < self.max_deliver <= delivered
+        if last and ack not in (ACK, TERM):
+            if requeue or task is None:
+                if task is not None and state is not None:
+                    await self._store(task, state, reason)
+                await self._requeue(msg, task, delivered)
+                return
+            state, ack = TaskState.EXPIRED, TERM
+            used_up = f"the queue's max_tries ({self.max_deliver} deliveries) is used up"
+            reason = f"{reason}; {used_up}" if reason else used_up
+            log.warning("queue %s: expiring task %s: %s", queue, task.id, reason)
+        if state is not None and task is not None and not await self._store(task, state, reason):
+            if last:
+                log.error("queue %s: the outcome of task %s is not stored; the reconciler repairs it", queue, task.id)
+            else:
+                ack = nak(RETRY_LINEAR_TEN_SECONDS.delay_ns(delivered))
         await self._ack(msg, ack)
 
-    async def _store(self, task: Task, state: TaskState, last_err: str) -> None:
-        """Record an outcome; a failure to store it is logged, since the item's ack still has to go out."""
+    async def _requeue(self, msg: Msg, task: Task | None, delivered: int) -> None:
+        """Replace an item on its last permitted delivery by a fresh one (the task was not at fault)."""
+        task_id = task.id if task is not None else codec.decode_item(msg.data)
+        log.warning(
+            "queue %s: delivery %d of task %s was the queue's last permitted one and the task was not at fault; "
+            "queueing a fresh item for it",
+            self.queue.name,
+            delivered,
+            task_id,
+        )
+        try:
+            await self.storage.republish_item(task_id, self.queue)
+        except AsyncJobsError as exc:
+            log.error("queue %s: could not requeue task %s (%s); the reconciler will", self.queue.name, task_id, exc)
+            await self._ack(msg, TERM)
+
+    async def _store(self, task: Task, state: TaskState, last_err: str) -> bool:
+        """Record an outcome; ``False`` when it could not be stored (a changed or deleted task counts as done)."""
         task.state = state
         task.last_err = last_err
         task.tried_at = WireTime.now()
         try:
             await self.storage.save_or_discard(task)
-        except TaskConflict as exc:
+        except (TaskConflict, TaskNotFound) as exc:
             log.info("queue %s: task %s changed while its handler ran: %s", self.queue.name, task.id, exc)
+        except ConfigurationError as exc:  # the outcome itself cannot be stored: a result over max_payload
+            if state is not TaskState.COMPLETED:
+                log.error("queue %s: could not store task %s as %s: %s", self.queue.name, task.id, state.value, exc)
+                return False
+            task.result = None
+            return await self._store(task, TaskState.TERMINATED, f"{UNSTORABLE_RESULT}: {exc}")
         except AsyncJobsError as exc:
             log.warning("queue %s: could not store task %s as %s: %s", self.queue.name, task.id, state.value, exc)
-
-    # ---- the handler ----------------------------------------------------------------------------------------
-
-    async def _run_handler(self, msg: Msg, task: Task, delivered: int) -> None:
-        queue = self.queue.name
-        handler = self.router.lookup(task.type)
-        context = HandlerContext(self.nc, msg, self.max_run_time_s)
-        task._handler = context
-        METRICS.handler_busy_count.inc()
-        started = time.perf_counter()
-        value: Any = None
-        error: BaseException | None = None
-        try:
-            async with asyncio.timeout(self.max_run_time_s) as scope:
-                context.scope = scope
-                value = await handler(task)
-        except asyncio.CancelledError:
-            if not self.stopping:
-                raise
-            error = asyncio.CancelledError(SHUTDOWN_ERROR)
-        except TimeoutError as exc:
-            error = exc
-            if context.scope is not None and context.scope.expired():
-                error = TaskTimeout(f"handler exceeded the queue's max run time of {self.max_run_time_s:g}s")
-        except Exception as exc:
-            error = exc
-        finally:
-            task._handler = None
-            METRICS.handler_busy_count.dec()
-            METRICS.handler_runtime.labels(queue, task.type).observe(time.perf_counter() - started)
-        if error is None:
-            try:
-                payload = codec.result_payload(value)
-            except AsyncJobsError as exc:
-                error = exc
-            else:
-                await self._complete(msg, task, payload)
-                return
-        await self._failed(msg, task, error, delivered)
-
-    async def _complete(self, msg: Msg, task: Task, payload: Any) -> None:
-        now = WireTime.now()
-        task.state = TaskState.COMPLETED
-        task.tried_at = now
-        task.last_err = ""
-        task.result = TaskResult(payload, now)
-        try:
-            await self.storage.save_or_discard(task)
-        except AsyncJobsError as exc:
-            log.warning("queue %s: task %s completed but could not be stored: %s", self.queue.name, task.id, exc)
-        await self._ack(msg, ACK)
-
-    async def _failed(self, msg: Msg, task: Task, error: BaseException, delivered: int) -> None:
-        queue = self.queue.name
-        METRICS.handler_error_total.labels(queue, task.type).inc()
-        last_err = str(error) or type(error).__name__
-        if isinstance(error, asyncio.CancelledError):
-            # Shutting down: hand the task straight to another worker.
-            await self._store(task, TaskState.RETRY, SHUTDOWN_ERROR)
-            await self._ack(msg, nak(0))
-            return
-        if isinstance(error, TerminateTask):
-            await self._finish(msg, task, TaskState.TERMINATED, TERM, last_err)
-            return
-        if isinstance(error, DependenciesFailed):
-            await self._unreachable(msg, task, last_err)
-            return
-        out_of_tries = task.max_tries > 0 and task.tries >= task.max_tries
-        out_of_deliveries = 0 < self.max_deliver <= delivered
-        if out_of_tries or out_of_deliveries:
-            log.info("queue %s: expiring task %s after %d tries: %s", queue, task.id, task.tries, last_err)
-            await self._finish(msg, task, TaskState.EXPIRED, TERM, last_err)
-            return
-        log.debug("queue %s: task %s failed (try %d), retrying: %s", queue, task.id, task.tries, last_err)
-        await self._store(task, TaskState.RETRY, last_err)
-        await self._ack(msg, self._retrynak(delivered))
+            return False
+        return True

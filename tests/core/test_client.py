@@ -99,10 +99,23 @@ async def test_custom_ids_and_duplicates(make_client: ClientFactory) -> None:
     stored = await client.get_task("order-42")
     assert stored.payload_json() == {"n": 1}
     assert stored.state == TaskState.NEW
-    # Enqueueing the same object again passes the sequence check but its item is a duplicate.
-    with pytest.raises(asyncjobs.DuplicateTaskError, match="duplicate work queue item"):
-        await client.enqueue(task)
+    # Enqueueing the same object again is idempotent: its item is still queued, so nothing changes.
+    await client.enqueue(task)
     stored = await client.get_task("order-42")
+    assert stored.state == TaskState.NEW
+    assert (await client.admin.queue_info("DUP")).items == 1
+
+
+async def test_duplicate_item_of_a_recreated_task_is_a_queue_error(make_client: ClientFactory) -> None:
+    # A task is processed and deleted, and a new one takes its id within the server's duplicate window: the new
+    # item is dropped as a duplicate and no item is queued, so the task is stored queue_error (as upstream).
+    client = await make_client(queue="DUP2")
+    first = await client.enqueue(asyncjobs.Task("x", id="order-7"))
+    await client.admin.purge_queue("DUP2")
+    await client.delete_task(first.id)
+    with pytest.raises(asyncjobs.DuplicateTaskError, match="duplicate work queue item"):
+        await client.enqueue(asyncjobs.Task("x", id="order-7"))
+    stored = await client.get_task("order-7")
     assert stored.state == TaskState.QUEUE_ERROR and stored.last_err == "duplicate work queue item"
 
 

@@ -28,7 +28,7 @@ async def test_replies_errors_and_timeouts(nc: NATS) -> None:
 
     await nc.subscribe("silent.service", cb=silent)
     started = time.monotonic()
-    with pytest.raises(asyncjobs.TaskTimeout, match="timed out"):
+    with pytest.raises(asyncjobs.RequestTimeout, match="timed out"):
         await js.request_raw("silent.service", b"", "asking a silent service")
     assert 0.5 <= time.monotonic() - started < 1.5
     # Many requests in flight at once all get their own reply.

@@ -218,7 +218,11 @@ async def test_ack_bodies(nc: NatsClient, nats_url: str) -> None:
     terminated = orjson.loads((await stored_task(nc, ids[1]))[0])
     assert (terminated["state"], terminated["last_err"]) == ("terminated", "invalid task payload: terminate task")
     failed = orjson.loads((await stored_task(nc, ids[2]))[0])
-    assert (failed["state"], failed["tries"], failed["last_err"]) == ("retry", 1, "smtp: connection refused")
+    assert (failed["state"], failed["tries"], failed["last_err"]) == (
+        "retry",
+        1,
+        "RuntimeError: smtp: connection refused",
+    )
 
 
 # ---- events ------------------------------------------------------------------------------------------------------
@@ -270,7 +274,7 @@ async def test_task_state_events(nc: NatsClient, nats_url: str) -> None:
     assert [(state, tries if state != "active" else None, err) for state, tries, err in decoded] == [
         ("new", 0, ""),
         ("active", None, ""),
-        ("retry", 1, "smtp: connection refused"),
+        ("retry", 1, "RuntimeError: smtp: connection refused"),
         ("active", None, ""),
         ("complete", 2, ""),
     ]

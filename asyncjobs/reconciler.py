@@ -1,0 +1,219 @@
+"""The reconciler: finds tasks that wait without a live work item and repairs them.
+
+Every path in the worker and in enqueue is built to leave a task either final or with an item JetStream will
+deliver. The reconciler makes "no task stuck forever" hold by construction rather than by the absence of known
+bugs: whatever left a task ``new``, ``blocked``, ``retry`` or ``active`` without a deliverable item (a process
+killed between two writes, an outage that outlasted every retry, a worker lost on an item's last permitted
+delivery), it is found and repaired within a pass or two.
+
+A pass reads the queue's waiting tasks from the task store, starting at the oldest one the previous pass saw
+still waiting (a task moves to a higher stream sequence on every save, so everything below that mark is final),
+and for each one older than the grace period:
+
+* no work item in the queue: a fresh item is published (under a ``Nats-Msg-Id`` derived from the stored task
+  version, so concurrent reconcilers in several workers publish one item between them); the worker's gates then
+  run it, or expire it when its tries are used up;
+* an item the consumer will never deliver again (it used up the queue's ``max_tries`` deliveries, which the
+  consumer's counts reveal): a waiting task gets a fresh item; an ``active`` one, whose worker was lost on its last
+  permitted delivery, ends ``expired`` and the dead item is deleted.
+
+Each action is logged at WARNING and counted in ``choria_asyncjobs_reconciler_repaired_total``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from asyncjobs.constants import QUEUE_CONSUMER, TASKS_STREAM
+from asyncjobs.errors import AsyncJobsError, TaskConflict, TaskNotFound
+from asyncjobs.metrics import METRICS
+from asyncjobs.task import Task, TaskState
+from asyncjobs.wiretime import NS_PER_SECOND, WireTime
+
+if TYPE_CHECKING:
+    from asyncjobs.admin import Admin
+    from asyncjobs.queue import Queue
+    from asyncjobs.storage import Storage
+
+log = logging.getLogger("asyncjobs")
+
+WAITING_STATES: Final = frozenset({TaskState.NEW, TaskState.BLOCKED, TaskState.RETRY, TaskState.ACTIVE})
+"""States in which a task needs a deliverable work item."""
+MAX_CHECKS_PER_PASS: Final = 1000
+CHECK_CHUNK: Final = 100
+LOST_ON_LAST_DELIVERY: Final = (
+    "its worker was lost on the queue's last permitted delivery and no outcome was recorded (found by the reconciler)"
+)
+
+
+@dataclass(slots=True)
+class PassReport:
+    """What one reconciler pass found and did."""
+
+    scanned: int = 0
+    """Waiting tasks of the queue read from the store."""
+    republished: list[str] = field(default_factory=list)
+    """Tasks that got a fresh work item."""
+    expired: list[str] = field(default_factory=list)
+    """Active tasks ended ``expired`` because their item was dead."""
+    dead_items: int = 0
+    """Items in the queue the consumer will not deliver again."""
+
+
+class Reconciler:
+    """Repairs a queue's stuck tasks, one pass every ``interval`` seconds.
+
+    Args:
+        storage: task storage.
+        admin: used to read the queue's waiting tasks.
+        queue: the bound queue, with the server's settings.
+        interval: seconds between passes (with jitter, so the reconcilers of many workers spread out).
+        grace: seconds a task must have made no progress before it is repaired.
+        clock: the wall clock in Unix nanoseconds (tests move it forward instead of waiting).
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        admin: Admin,
+        queue: Queue,
+        *,
+        interval: float,
+        grace: float,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.storage = storage
+        self.admin = admin
+        self.queue = queue
+        self.interval = interval
+        self.grace_ns = int(grace * NS_PER_SECOND)
+        self.clock = clock
+        self.cursor = 0
+        """Stream sequence below which every task of the queue was final at the last pass."""
+
+    async def run(self) -> None:
+        """Run passes until cancelled; a failed pass is logged and the next one tries again."""
+        while True:
+            await asyncio.sleep(self.interval * random.uniform(0.75, 1.25))
+            try:
+                await self.reconcile()
+            except AsyncJobsError as exc:
+                log.warning("queue %s: reconciler pass failed, trying again later: %s", self.queue.name, exc)
+
+    async def reconcile(self) -> PassReport:
+        """One pass over the queue's waiting tasks.
+
+        Raises:
+            JetStreamError: the store or the queue could not be read.
+        """
+        report = PassReport()
+        queue = self.queue
+        METRICS.reconciler_pass_total.labels(queue.name).inc()
+        report.dead_items = await self._dead_items()
+        store = await self.storage.js.stream_info(TASKS_STREAM, f"reconciling queue {queue.name!r}")
+        store_last_seq = int(store.get("state", {}).get("last_seq", 0))
+        now = self.clock()
+        lowest = 0
+        stale: list[Task] = []
+        async for task in self.admin.tasks(states=WAITING_STATES, queue=queue.name, after_seq=self.cursor):
+            report.scanned += 1
+            lowest = task.seq if not lowest else min(lowest, task.seq)
+            if now - _last_change_ns(task) > self._grace_for(task) and len(stale) < MAX_CHECKS_PER_PASS:
+                stale.append(task)
+        self.cursor = lowest - 1 if lowest else store_last_seq
+        dead_budget = report.dead_items
+        for start in range(0, len(stale), CHECK_CHUNK):
+            chunk = stale[start : start + CHECK_CHUNK]
+            items = await asyncio.gather(*(self._item_seq(task) for task in chunk))
+            for task, item_seq in zip(chunk, items, strict=True):
+                if item_seq is None:
+                    await self._republish(task, report, "no work item")
+                elif dead_budget > 0:
+                    dead_budget -= 1
+                    if task.state == TaskState.ACTIVE:
+                        await self._expire(task, item_seq, report)
+                    else:
+                        await self._republish(task, report, "a work item the queue no longer delivers")
+        if report.republished or report.expired:
+            log.info(
+                "queue %s: reconciler pass: %d waiting tasks read, %d republished, %d expired",
+                queue.name,
+                report.scanned,
+                len(report.republished),
+                len(report.expired),
+            )
+        return report
+
+    def _grace_for(self, task: Task) -> int:
+        # An active task is legitimately without news for as long as its handler may run.
+        return self.grace_ns + (self.queue.max_run_time_ns if task.state == TaskState.ACTIVE else 0)
+
+    async def _dead_items(self) -> int:
+        """Items stored in the queue but neither waiting for delivery nor awaiting an ack: never delivered again."""
+        stream = self.queue.stream
+        what = f"reconciling queue {self.queue.name!r}"
+        info = await self.storage.js.stream_info(stream, what)
+        consumer = await self.storage.js.api(f"CONSUMER.INFO.{stream}.{QUEUE_CONSUMER}", None, what)
+        stored = int(info.get("state", {}).get("messages", 0))
+        live = int(consumer.get("num_pending", 0)) + int(consumer.get("num_ack_pending", 0))
+        return max(0, stored - live)
+
+    async def _item_seq(self, task: Task) -> int | None:
+        """The stream sequence of the task's work item, or ``None`` when it has none."""
+        queue = self.queue
+        try:
+            stored = await self.storage.js.get_last(
+                queue.stream, queue.subject_prefix + task.id, f"looking up the item of task {task.id}"
+            )
+        except TaskNotFound:
+            return None
+        return stored.seq
+
+    async def _republish(self, task: Task, report: PassReport, why: str) -> None:
+        log.warning(
+            "queue %s: task %s is %s with %s for over %.0fs: publishing a fresh work item for it",
+            self.queue.name,
+            task.id,
+            task.state.value,
+            why,
+            self._grace_for(task) / NS_PER_SECOND,
+        )
+        try:
+            await self.storage.republish_item(task.id, self.queue, msg_id=f"{task.id}.{task.seq}")
+        except AsyncJobsError as exc:
+            log.warning("queue %s: could not republish task %s: %s", self.queue.name, task.id, exc)
+            return
+        METRICS.reconciler_repaired_total.labels(self.queue.name, "republish", task.state.value).inc()
+        report.republished.append(task.id)
+
+    async def _expire(self, task: Task, item_seq: int, report: PassReport) -> None:
+        log.warning("queue %s: expiring task %s: %s", self.queue.name, task.id, LOST_ON_LAST_DELIVERY)
+        task.state = TaskState.EXPIRED
+        task.last_err = LOST_ON_LAST_DELIVERY
+        task.tried_at = WireTime.now()
+        try:
+            await self.storage.save_or_discard(task)
+        except TaskConflict:
+            return  # it moved on since this pass read it
+        except AsyncJobsError as exc:
+            log.warning("queue %s: could not expire task %s: %s", self.queue.name, task.id, exc)
+            return
+        try:
+            await self.storage.js.api(
+                f"STREAM.MSG.DELETE.{self.queue.stream}", {"seq": item_seq}, f"deleting the dead item of {task.id}"
+            )
+        except AsyncJobsError as exc:  # the next delivery, if any, finds the task expired and acks it
+            log.info("queue %s: could not delete the dead item of task %s: %s", self.queue.name, task.id, exc)
+        METRICS.reconciler_repaired_total.labels(self.queue.name, "expire", TaskState.ACTIVE.value).inc()
+        report.expired.append(task.id)
+
+
+def _last_change_ns(task: Task) -> int:
+    created = task.created_at.unix_ns
+    return created if task.tried_at is None else max(created, task.tried_at.unix_ns)
