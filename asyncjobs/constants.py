@@ -69,6 +69,13 @@ JS_ERR_WRONG_LAST_SEQUENCE: Final = 10071
 JS_ERR_STREAM_NAME_IN_USE: Final = 10058
 JS_ERR_CONSUMER_NAME_EXISTS: Final = 10148
 JS_ERR_CONSUMER_ALREADY_EXISTS: Final = 10105
+JS_ERR_NOT_ENABLED_FOR_ACCOUNT: Final = 10039
+JS_ERR_NOT_ENABLED: Final = 10076
+# The status of a request nobody answered (core NATS "no responders"); JetStream errors carry it as their code too.
+STATUS_NO_RESPONDERS: Final = 503
+# Transient cluster conditions: no meta or stream leader yet (an election), or a node still catching up.
+JS_ERR_CLUSTER_NOT_AVAILABLE: Final = 10008
+JS_ERR_CLUSTER_NOT_LEADER: Final = 10009
 
 # Defaults (upstream §1.2 to §1.4).
 DEFAULT_QUEUE: Final = "DEFAULT"
@@ -81,6 +88,16 @@ DEFAULT_QUEUE_MAX_TRIES: Final = 100
 DUPLICATE_WINDOW_NS: Final = 120_000_000_000
 BLOCKED_NAK_DELAY_NS: Final = 5_000_000_000
 NAME_PATTERN: Final = r"^[a-zA-Z0-9_:-]+$"
+
+# Name lengths (our addition: Go checks only the characters). Task ids travel in subjects (CHORIA_AJ.T.<id>, the
+# event subject) whose protocol line nats-server caps at 4096 bytes by default ("maximum control line exceeded"
+# closes the connection), so ids stay well below that; a hash of a long natural key fits easily.
+MAX_TASK_ID_LENGTH: Final = 1024
+MAX_TASK_TYPE_LENGTH: Final = 255
+# nats-server refuses stream names over 255 characters (err_code 10052, "stream name is too long"), and a queue's
+# stream is CHORIA_AJ_Q_<name>, so the name gets what the 12 character prefix leaves: 243.
+MAX_STREAM_NAME_LENGTH: Final = 255
+MAX_QUEUE_NAME_LENGTH: Final = MAX_STREAM_NAME_LENGTH - len(QUEUE_STREAM_PREFIX)
 
 # Error texts that travel in task `last_err` and that Go code may compare against.
 ERR_DUPLICATE_ITEM: Final = "duplicate work queue item"

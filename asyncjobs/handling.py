@@ -143,7 +143,7 @@ class HandlerRunner:
             return
         if task.max_tries > 0 and task.tries >= task.max_tries:
             log.warning(
-                "queue %s: task %s (%s) failed on its last try (%d of %d), expiring it: %s",
+                "queue %s: task %s (%s) failed on try %d of %d, its last, expiring it: %s",
                 queue,
                 task.id,
                 task.type,

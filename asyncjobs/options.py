@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
+from typing import Final
 
 from asyncjobs.constants import DEFAULT_CONCURRENCY, JS_API_PREFIX
 from asyncjobs.errors import ConfigurationError
@@ -51,14 +52,15 @@ class ConnectionOptions:
     """Seconds to wait for the first connection."""
 
     def __post_init__(self) -> None:
-        for path_option in ("nkey_seed_file", "creds_file", "tls_ca_file", "tls_cert_file", "tls_key_file"):
+        for path_option, holds in _PATH_OPTIONS.items():
             value = getattr(self, path_option)
-            if value is not None and not os.path.isfile(value):
-                raise ConfigurationError(f"{path_option} {value!r} is not a readable file")
+            if value is not None:
+                check_file(value, path_option, holds)
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ConfigurationError("tls_cert_file and tls_key_file must be given together")
         if self.user is None and self.password is not None:
             raise ConfigurationError("password given without user")
+        check_seconds(self.connect_timeout, "connect_timeout", allow_zero=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,7 +86,7 @@ class ClientOptions:
     signing_seed: bytes | str | None = None
     """ed25519 seed (32 bytes or 64 hex chars) to sign tasks on enqueue."""
     signing_seed_file: str | None = None
-    """File holding the hex seed; re-read at each signature."""
+    """File holding the hex seed; re-read when it changes (checked at most once a second), so it can be rotated."""
     verification_key: bytes | str | None = None
     """ed25519 public key (32 bytes or 64 hex chars) to verify tasks on load."""
     verification_key_file: str | None = None
@@ -99,35 +101,107 @@ class ClientOptions:
     """Seconds the events stream keeps events, when created."""
     request_timeout: float = 5.0
     """Seconds to wait for each JetStream reply."""
+    retry_window: float = 30.0
+    """Seconds a JetStream call that failed for a transient reason (no reply in time, no leader during a leader
+    election, a reconnecting connection) is retried with back-off before the error reaches the caller; 0 fails
+    at once."""
     shutdown_grace: float = 30.0
     """Seconds running handlers get to finish when the worker stops."""
+    reconcile_interval: float | None = 60.0
+    """Seconds between the reconciler's passes over the queue's tasks while :meth:`Client.run` runs (it republishes
+    missing or dead work items and ends tasks stranded past every delivery); ``None`` turns it off."""
+    reconcile_grace: float = 120.0
+    """Seconds a waiting task must be without progress (and without a live work item) before the reconciler acts:
+    longer than any enqueue takes, retries included."""
     api_prefix: str = JS_API_PREFIX
     """The JetStream API prefix; ``$JS.<domain>.API`` reaches a JetStream domain."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.queue, Queue):
             raise ConfigurationError(f"queue must be a queue name or a Queue, not {self.queue!r}")
-        if not isinstance(self.concurrency, int) or self.concurrency < 1:
-            raise ConfigurationError(f"concurrency must be an integer of at least 1, not {self.concurrency!r}")
+        check_int(self.concurrency, "concurrency", minimum=1)
         if not callable(getattr(self.retry_policy, "delay", None)):
             raise ConfigurationError("retry_policy must be a policy name or have a delay(tries) method")
         bad = self.discard - DISCARDABLE_STATES
         if bad:
             raise ConfigurationError("only states completed, expired or terminated can be discarded")
+        check_int(self.replicas, "replicas", minimum=1)
         if not 1 <= self.replicas <= MAX_REPLICAS:
             raise ConfigurationError(f"replicas must be between 1 and {MAX_REPLICAS}, not {self.replicas}")
         to_ns(self.task_retention, name="task_retention")
         to_ns(self.events_retention, name="events_retention")
-        if self.prometheus_port is not None and not 0 <= self.prometheus_port <= 65535:
-            raise ConfigurationError(f"prometheus_port must be a TCP port, not {self.prometheus_port}")
+        if self.prometheus_port is not None and check_int(self.prometheus_port, "prometheus_port", minimum=0) > 65535:
+            raise ConfigurationError(
+                f"prometheus_port must be a TCP port (0 picks a free one), not {self.prometheus_port}"
+            )
         if self.signing_seed is not None and self.signing_seed_file is not None:
             raise ConfigurationError("give signing_seed or signing_seed_file, not both")
         if self.verification_key is not None and self.verification_key_file is not None:
             raise ConfigurationError("give verification_key or verification_key_file, not both")
-        if self.signing_seed_file is not None and not Path(self.signing_seed_file).is_file():
-            raise ConfigurationError(f"signing_seed_file {self.signing_seed_file!r} is not a readable file")
-        if self.request_timeout <= 0 or self.shutdown_grace < 0:
-            raise ConfigurationError("request_timeout must be > 0 and shutdown_grace >= 0 seconds")
+        if self.signing_seed_file is not None:
+            check_file(self.signing_seed_file, "signing_seed_file", "a file holding the ed25519 seed as 64 hex digits")
+        if self.reconcile_interval is not None and not self.reconcile_interval > 0:
+            raise ConfigurationError(f"reconcile_interval must be > 0 seconds or None, not {self.reconcile_interval}")
+        if not self.reconcile_grace > 0:
+            raise ConfigurationError(f"reconcile_grace must be > 0 seconds, not {self.reconcile_grace}")
+        if self.retry_window < 0:
+            raise ConfigurationError(f"retry_window must be >= 0 seconds, not {self.retry_window}")
+        check_seconds(self.request_timeout, "request_timeout", allow_zero=False)
+        check_seconds(self.shutdown_grace, "shutdown_grace", allow_zero=True)
+
+
+_PATH_OPTIONS: Final = {
+    "nkey_seed_file": "an nkey seed file (from `nk -gen user` or nsc)",
+    "creds_file": "a credentials (.creds) file (from nsc or your NATS operator)",
+    "tls_ca_file": "a PEM file with the CA certificate that signed the server's certificate",
+    "tls_cert_file": "a PEM file with the client certificate",
+    "tls_key_file": "a PEM file with the client certificate's private key",
+}
+
+
+def check_file(path: str, option: str, holds: str) -> str:
+    """Check that an option names a readable file (``~`` expanded); return the expanded path.
+
+    Raises:
+        ConfigurationError: the file does not exist, is not a file, or cannot be read.
+    """
+    expanded = os.path.expanduser(path)
+    if not os.path.exists(expanded):
+        problem = "does not exist"
+    elif not os.path.isfile(expanded):
+        problem = "is not a file"
+    elif not os.access(expanded, os.R_OK):
+        problem = "cannot be read by this process"
+    else:
+        return expanded
+    raise ConfigurationError(f"{option} {path!r} {problem}: pass the path of {holds}")
+
+
+def check_int(value: object, name: str, *, minimum: int) -> int:
+    """Check an integer option; ``True`` and ``False`` are refused although Python counts them as ints.
+
+    Raises:
+        ConfigurationError: the value is not an int, is a bool, or is below ``minimum``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"{name} must be an integer of at least {minimum}, not {value!r}")
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def check_seconds(value: object, name: str, *, allow_zero: bool) -> float:
+    """Check a duration option given as a number of seconds (bools refused).
+
+    Raises:
+        ConfigurationError: the value is not a finite number, or is negative (or zero when not allowed).
+    """
+    least = ">= 0" if allow_zero else "> 0"
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigurationError(f"{name} must be a number of seconds {least}, not {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigurationError(f"{name} must be a number of seconds {least}, not {value}")
+    return float(value)
 
 
 def resolve_queue(queue: str | Queue | None) -> Queue:

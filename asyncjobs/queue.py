@@ -22,6 +22,9 @@ from asyncjobs.task import validate_name
 from asyncjobs.wiretime import ns_to_seconds, to_ns
 
 MAX_CONCURRENT_LIMIT: Final = 10_000
+DEFAULT_NAMED_QUEUE_RUN_TIME_S: Final = 300.0
+# The settings a client may ask for that the server's copy of an existing queue overrides.
+SERVER_SETTINGS: Final = ("max_run_time", "max_tries", "max_concurrent", "max_age", "max_entries", "discard_old")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,8 +37,11 @@ class Queue:
 
     name: str = field(kw_only=False)
     """The queue name; the stream is ``CHORIA_AJ_Q_<name>``."""
-    max_run_time: float | timedelta = 3600.0
-    """Seconds a handler may run before it is cancelled and the item is redelivered (consumer ``ack_wait``)."""
+    max_run_time: float | timedelta = DEFAULT_NAMED_QUEUE_RUN_TIME_S
+    """Seconds a handler may run before it is cancelled and the item is redelivered (consumer ``ack_wait``).
+
+    It is also how long the items of a worker that died wait before another worker gets them, so it is 5 minutes
+    by default (upstream: an hour); a longer handler extends its deadline with ``task.mark_in_progress()``."""
     max_tries: int = -1
     """Deliveries of one item before JetStream gives up (consumer ``max_deliver``); -1 is unlimited."""
     max_concurrent: int = DEFAULT_QUEUE_MAX_CONCURRENT
@@ -123,6 +129,18 @@ class Queue:
             "replay_policy": "instant",
             "num_replicas": 0,
         }
+
+    def ignored_settings(self, bound: Queue) -> list[str]:
+        """The settings this queue asks for (differing from the defaults) that ``bound``, the server's, overrides."""
+        defaults = Queue(self.name)
+        ignored = []
+        for name in SERVER_SETTINGS:
+            wanted, default, actual = getattr(self, name), getattr(defaults, name), getattr(bound, name)
+            if name in ("max_run_time", "max_age"):
+                wanted, default, actual = (to_ns(v, name=name) for v in (wanted, default, actual))
+            if wanted != default and wanted != actual:
+                ignored.append(f"{name}={getattr(self, name)!r} (the queue has {getattr(bound, name)!r})")
+        return ignored
 
     def with_server_settings(self, stream: dict[str, Any], consumer: dict[str, Any]) -> Queue:
         """Copy the settings the server holds into a new Queue (an existing queue's config wins)."""

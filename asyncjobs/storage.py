@@ -204,7 +204,16 @@ class Storage:
                 consumer = await self.js.api(
                     f"CONSUMER.CREATE.{queue.stream}.{QUEUE_CONSUMER}", body, what, errors=QUEUE_ERRORS
                 )
-        return queue.with_server_settings(stream.get("config", {}), consumer.get("config", {}))
+        bound = queue.with_server_settings(stream.get("config", {}), consumer.get("config", {}))
+        ignored = queue.ignored_settings(bound)
+        if ignored:
+            log.warning(
+                "queue %r already exists, so its settings stay as they are and these are ignored: %s (change an "
+                "existing queue's settings on the server, or delete and recreate the queue)",
+                queue.name,
+                ", ".join(ignored),
+            )
+        return bound
 
     # ---- tasks ----------------------------------------------------------------------------------------------
 
@@ -324,11 +333,17 @@ class Storage:
             DuplicateTaskError: another task with that id exists, or its work item is a duplicate.
             EnqueueError: the work item could not be published.
         """
-        if await self.save_for_enqueue(task, queue):
+        if await self.save_for_enqueue(task, queue, adopt=dedupe):
             await self.publish_item(task, queue, dedupe=dedupe)
 
-    async def save_for_enqueue(self, task: Task, queue: Queue) -> bool:
+    async def save_for_enqueue(self, task: Task, queue: Queue, *, adopt: bool = True) -> bool:
         """The first half of :meth:`enqueue`: check the state and store the task.
+
+        Args:
+            task: the task, in state new, retry or blocked.
+            queue: where its item goes.
+            adopt: when the store already holds this very task (an earlier enqueue of it), carry on from the stored
+                copy instead of failing.
 
         Returns:
             Whether the item still has to be published (``False``: an earlier enqueue of this very task stored it
@@ -347,10 +362,12 @@ class Storage:
         try:
             await self.save_task(task)
         except TaskConflict as exc:
-            if task.seq != 0:
+            if not adopt:
                 raise
             stored = await self._same_task(task)
             if stored is None:
+                if task.seq != 0:
+                    raise
                 raise DuplicateTaskError(
                     f"task {task.id} already exists: pick another id, or load it with get_task() and retry_task() it"
                 ) from exc

@@ -266,16 +266,18 @@ class Worker:
             log.warning("queue %s: terminating an item: %s", queue, exc)
             await self._ack(msg, TERM)
             return
-        if task_id in self.running:
-            # Redelivered because its handler ran past the ack wait without giving the loop back (blocking code),
-            # or a duplicate item: the running handler's ack settles the stream message either way.
+        running = self.running.get(task_id)
+        if running is not None:
+            # Redelivered because its handler ran past the ack wait without giving the loop back (blocking code), or
+            # a second item (a forced retry_task): never run a task twice at once in one worker; look again soon.
             log.warning(
-                "queue %s: task %s was delivered again while its handler still runs in this worker; not starting "
-                "it twice (a handler past its max run time of %gs without awaiting is blocking the event loop)",
+                "queue %s: task %s was delivered again while its handler still runs in this worker; not starting it "
+                "twice (a handler past its max run time of %gs without awaiting is blocking the event loop)",
                 queue,
                 task_id,
                 self.max_run_time_ns / NS_PER_SECOND,
             )
+            await self._settle(msg, delivered, running, nak(NS_PER_SECOND), requeue=True)
             return
         task = await self._load(msg, task_id, delivered)
         if task is None:

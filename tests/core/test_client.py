@@ -61,7 +61,9 @@ async def test_unreachable_server_fails_clearly() -> None:
         await asyncio.wait_for(asyncjobs.connect("nats://127.0.0.1:1", connect_timeout=0.5), 20)
 
 
-async def test_default_queue_and_server_settings_win(make_client: ClientFactory) -> None:
+async def test_default_queue_and_server_settings_win(
+    make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     client = await make_client()
     assert client.queue.name == "DEFAULT"
     assert client.queue.max_run_time == 60 and client.queue.max_tries == 100
@@ -70,6 +72,12 @@ async def test_default_queue_and_server_settings_win(make_client: ClientFactory)
     # An existing queue keeps its configuration whatever a later client asks for.
     later = await make_client(queue=asyncjobs.Queue("SET", max_run_time=5, max_concurrent=50))
     assert later.queue.max_run_time == 120 and later.queue.max_concurrent == 7
+    # ... and says so, naming each ignored setting and the value the queue keeps.
+    warning = next(r.getMessage() for r in caplog.records if "already exists" in r.getMessage())
+    assert "max_run_time=5 (the queue has 120.0)" in warning and "max_concurrent=50 (the queue has 7)" in warning
+    caplog.clear()
+    await make_client(queue=asyncjobs.Queue("SET", max_run_time=120))
+    assert not [r for r in caplog.records if "already exists" in r.getMessage()]
 
 
 async def test_binding_a_missing_queue_fails_with_a_fix(make_client: ClientFactory) -> None:
@@ -77,7 +85,7 @@ async def test_binding_a_missing_queue_fails_with_a_fix(make_client: ClientFacto
         await make_client(queue=asyncjobs.Queue("NOPE", no_create=True))
     await make_client(queue="NOPE")
     bound = await make_client(queue=asyncjobs.Queue("NOPE", no_create=True))
-    assert bound.queue.max_run_time == 3600
+    assert bound.queue.max_run_time == 300
 
 
 async def test_existing_connection_is_not_closed(nats_url: str) -> None:

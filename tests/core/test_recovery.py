@@ -1,0 +1,255 @@
+"""Enqueue that is safe to cancel and to repeat, the reconciler, transient-failure retries, wait() and until_idle."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import nats
+import orjson
+import pytest
+from nats.aio.client import Client as NATS
+
+import asyncjobs
+from asyncjobs import TaskState
+from asyncjobs.reconciler import LOST_ON_LAST_DELIVERY, Reconciler
+from asyncjobs.server import NatsServer
+from asyncjobs.testing import eventually
+from tests.core.conftest import ClientFactory, running, wait_state
+
+HOUR_NS = 3600 * 1_000_000_000
+
+
+def _later(ns: int = HOUR_NS) -> Callable[[], int]:
+    """A clock an hour ahead, so every task looks past the reconciler's grace without waiting for it."""
+    return lambda: time.time_ns() + ns
+
+
+def _reconciler(client: asyncjobs.Client, clock: Callable[[], int] | None = None) -> Reconciler:
+    return Reconciler(client._storage, client.admin, client.queue, interval=60, grace=60, clock=clock or _later())
+
+
+async def _items(client: asyncjobs.Client) -> int:
+    return (await client.admin.queue_info(client.queue.name)).items
+
+
+def _done_router(runs: list[str]) -> asyncjobs.Router:
+    router = asyncjobs.Router()
+
+    @router.handler("")
+    async def handle(task: asyncjobs.Task) -> str:
+        runs.append(task.id)
+        return "done"
+
+    return router
+
+
+async def test_cancelled_enqueue_still_completes(make_client: ClientFactory) -> None:
+    client = await make_client(queue="CANCEL")
+    tasks = [asyncjobs.Task("x") for _ in range(50)]
+    calls = [asyncio.create_task(client.enqueue(task)) for task in tasks]
+    await asyncio.sleep(0)  # every call has started
+    for call in calls:
+        call.cancel()
+    await asyncio.gather(*calls, return_exceptions=True)
+    await eventually(lambda: _all_stored_with_items(client, tasks), message="every cancelled enqueue finished")
+
+
+async def _all_stored_with_items(client: asyncjobs.Client, tasks: list[asyncjobs.Task]) -> bool:
+    for task in tasks:
+        try:
+            stored = await client.get_task(task.id)
+        except asyncjobs.TaskNotFound:
+            return False
+        assert stored.state == TaskState.NEW
+    return await _items(client) == len(tasks)
+
+
+async def test_enqueue_is_idempotent_for_the_same_task(make_client: ClientFactory) -> None:
+    client = await make_client(queue="IDEM")
+    task = asyncjobs.Task("x", {"n": 1})
+    # The first call is interrupted after the task is saved and before its item is published.
+    await client._storage.save_for_enqueue(task, client.queue)
+    assert await _items(client) == 0
+    again = asyncjobs.Task.__new__(asyncjobs.Task)  # the caller retries with the same task (same content)
+    for name in asyncjobs.Task.__slots__:
+        setattr(again, name, getattr(task, name))
+    again.seq = 0
+    await client.enqueue(again)
+    await client.enqueue(again)
+    assert await _items(client) == 1
+    runs: list[str] = []
+    async with running(client, _done_router(runs)):
+        await wait_state(client, task.id, TaskState.COMPLETED)
+        await client.enqueue(again)  # after it ran: nothing new is queued, it does not run twice
+        await asyncio.sleep(0.3)
+    assert runs == [task.id]
+    assert await _items(client) == 0
+    with pytest.raises(asyncjobs.DuplicateTaskError, match="already exists"):
+        await client.enqueue(asyncjobs.Task("x", {"n": 2}, id=task.id))
+
+
+async def test_reconciler_republishes_a_task_left_without_an_item(make_client: ClientFactory) -> None:
+    client = await make_client(queue="STRANDED", reconcile_interval=None)
+    stranded = asyncjobs.Task("x")
+    await client._storage.save_for_enqueue(stranded, client.queue)  # a crash between the two writes
+    waiting = await client.enqueue(asyncjobs.Task("x"))
+    fresh = asyncjobs.Task("x")
+    await client._storage.save_for_enqueue(fresh, client.queue)
+    # Within the grace period nothing is touched: the enqueue may still be under way.
+    report = await _reconciler(client, clock=time.time_ns).reconcile()
+    assert report.republished == [] and report.scanned == 3
+    # Two reconcilers (in two workers) repairing the same stored versions publish one item each between them.
+    first, second = await asyncio.gather(_reconciler(client).reconcile(), _reconciler(client).reconcile())
+    assert sorted(first.republished) == sorted(second.republished) == sorted([stranded.id, fresh.id])
+    assert await _items(client) == 3
+    runs: list[str] = []
+    async with running(client, _done_router(runs)):
+        for task in (stranded, waiting, fresh):
+            await wait_state(client, task.id, TaskState.COMPLETED)
+    assert sorted(runs) == sorted([stranded.id, waiting.id, fresh.id])
+
+
+async def test_reconciler_reruns_an_active_task_whose_item_was_lost(make_client: ClientFactory) -> None:
+    client = await make_client(queue=asyncjobs.Queue("LOSTACK", max_run_time=1), reconcile_interval=None)
+    task = await client.enqueue(asyncjobs.Task("x"))
+    stored = await client.get_task(task.id)
+    stored.state, stored.tries, stored.tried_at = TaskState.ACTIVE, 1, stored.created_at
+    await client._storage.save_task(stored)
+    await client.admin.purge_queue("LOSTACK")  # the item was acked but the outcome never stored
+    report = await _reconciler(client).reconcile()
+    assert report.republished == [task.id]
+    runs: list[str] = []
+    async with running(client, _done_router(runs)):
+        done = await wait_state(client, task.id, TaskState.COMPLETED)
+    assert runs == [task.id] and done.tries == 2
+
+
+async def test_reconciler_expires_an_active_task_with_a_dead_item(make_client: ClientFactory, nc: NATS) -> None:
+    # A worker took the item on its last permitted delivery, set the task active, and died.
+    client = await make_client(queue=asyncjobs.Queue("DEAD", max_run_time=1, max_tries=1), reconcile_interval=None)
+    task = await client.enqueue(asyncjobs.Task("x"))
+    reply = await nc.request(
+        "$JS.API.CONSUMER.MSG.NEXT.CHORIA_AJ_Q_DEAD.WORKERS",
+        orjson.dumps({"batch": 1, "expires": 2_000_000_000}),
+        old_style=True,
+    )
+    assert reply.data == b'{"kind":0,"job":"' + task.id.encode() + b'"}'
+    stored = await client.get_task(task.id)
+    stored.state, stored.tries, stored.tried_at = TaskState.ACTIVE, 1, stored.created_at
+    await client._storage.save_task(stored)
+
+    async def dead() -> bool:
+        info = await client.admin.queue_info("DEAD")
+        return info.items == 1 and info.in_flight == 0 and info.pending == 0
+
+    await eventually(dead, message="the item is dead after its ack wait")
+    report = await _reconciler(client).reconcile()
+    assert report.dead_items == 1 and report.expired == [task.id]
+    expired = await client.get_task(task.id)
+    assert expired.state == TaskState.EXPIRED and expired.last_err == LOST_ON_LAST_DELIVERY
+    assert await _items(client) == 0
+
+
+async def test_reconciler_runs_inside_workers(make_client: ClientFactory) -> None:
+    client = await make_client(queue="INSIDE", reconcile_interval=0.2, reconcile_grace=0.5)
+    stranded = asyncjobs.Task("x")
+    await client._storage.save_for_enqueue(stranded, client.queue)
+    runs: list[str] = []
+    async with running(client, _done_router(runs)):
+        await wait_state(client, stranded.id, TaskState.COMPLETED, timeout=15)
+    assert runs == [stranded.id]
+
+
+async def test_wait_returns_the_final_task(make_client: ClientFactory) -> None:
+    client = await make_client(queue="WAIT")
+    router = asyncjobs.Router()
+
+    @router.handler("ok")
+    async def ok(task: asyncjobs.Task) -> str:
+        await asyncio.sleep(0.2)
+        return "fine"
+
+    @router.handler("bad")
+    async def bad(task: asyncjobs.Task) -> None:
+        raise asyncjobs.TerminateTask("no")
+
+    good = await client.enqueue(asyncjobs.Task("ok"))
+    failing = await client.enqueue(asyncjobs.Task("bad"))
+    with pytest.raises(asyncjobs.WaitTimeout, match="did not reach a final state within 0.2s"):
+        await client.wait(good.id, timeout=0.2)
+    async with running(client, router):
+        done, terminated = await asyncio.gather(client.wait(good.id, timeout=10), client.wait(failing.id))
+        assert done.state == TaskState.COMPLETED and done.result is not None and done.result.payload == "fine"
+        assert terminated.state == TaskState.TERMINATED
+        # Already final: returns at once from the store.
+        assert (await client.wait(good.id, timeout=1)).state == TaskState.COMPLETED
+    with pytest.raises(asyncjobs.TaskNotFound):
+        await client.wait("nope", timeout=1)
+
+
+async def test_run_until_idle_returns_when_the_queue_is_drained(make_client: ClientFactory) -> None:
+    client = await make_client(queue="IDLE")
+    router = asyncjobs.Router()
+    done: list[int] = []
+
+    @router.handler("x")
+    async def handle(task: asyncjobs.Task) -> None:
+        done.append(task.tries)
+        if task.tries == 1 and len(done) % 3 == 0:
+            raise RuntimeError("once more")  # a retry due later still counts as work
+
+    await client.enqueue_many([asyncjobs.Task("x") for _ in range(30)])
+    await asyncio.wait_for(client.run(router, until_idle=True), 30)
+    assert await _items(client) == 0
+    stored = [t async for t in client.admin.tasks(queue="IDLE")]
+    assert len(stored) == 30 and all(t.state == TaskState.COMPLETED for t in stored)
+
+
+@pytest.mark.slow
+async def test_enqueue_and_work_ride_out_a_server_restart(tmp_path: object) -> None:
+    async with NatsServer() as server:
+        client = await asyncjobs.connect(server.url, queue="RIDE", retry_window=30)
+        producer = await asyncjobs.connect(server.url, queue="RIDE", retry_window=30)
+        runs: list[str] = []
+        try:
+            async with running(client, _done_router(runs)):
+                first = await producer.enqueue(asyncjobs.Task("x"))
+                await client.wait(first.id, timeout=10)
+                server.kill()
+                # Enqueued while the server is down: the call waits and lands once it is back.
+                pending = asyncio.create_task(producer.enqueue(asyncjobs.Task("x")))
+                await asyncio.sleep(2)
+                assert not pending.done()
+                await server.restart()
+                second = await asyncio.wait_for(pending, 40)
+                done = await client.wait(second.id, timeout=40)
+                assert done.state == TaskState.COMPLETED
+            assert sorted(runs) == sorted([first.id, second.id])
+        finally:
+            await producer.close()
+            await client.close()
+
+
+async def test_transient_errors_are_retried_then_reported(nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        js = asyncjobs.jsapi.JetStream(nc, timeout=0.2, retry_window=1.0)
+
+        async def silent(msg: object) -> None:
+            return None
+
+        await nc.subscribe("silent.service", cb=silent)
+        started = time.monotonic()
+        with pytest.raises(asyncjobs.RequestTimeout, match="still failing after .* attempts over 1s") as failed:
+            await js.request("silent.service", b"", "asking a silent service")
+        assert failed.value.attempts >= 3
+        assert 1.0 <= time.monotonic() - started < 3.0
+        # A publish to a stream that does not exist fails at once, not after the retry window.
+        started = time.monotonic()
+        with pytest.raises(asyncjobs.QueueNotFound, match="stream CHORIA_AJ_Q_NONE does not exist"):
+            await js.publish("CHORIA_AJ.Q.NONE.x", b"{}", "publishing", stream="CHORIA_AJ_Q_NONE")
+        assert time.monotonic() - started < 0.9
+    finally:
+        await nc.close()
