@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,6 +26,8 @@ from asyncjobs.queue import Queue
 from asyncjobs.storage import Storage
 from asyncjobs.task import Task, TaskState, validate_name
 from asyncjobs.wiretime import WireTime, parse_time, to_ns
+
+log = logging.getLogger("asyncjobs")
 
 LIST_BATCH: Final = 256
 LIST_FETCH_TIMEOUT_S: Final = 2.0
@@ -181,25 +184,44 @@ class Admin:
         queue: str | None = None,
         created_since: datetime | None = None,
         limit: int | None = None,
+        after_seq: int = 0,
     ) -> AsyncIterator[Task]:
         """Iterate over stored tasks, oldest first, keeping those that match every filter given.
 
-        Reads a snapshot through a temporary consumer; tasks stored after the call starts may be missed.
+        Reads a snapshot through a temporary consumer; tasks stored after the call starts may be missed. A task
+        that cannot be decoded is skipped with a WARNING naming its stream sequence and subject.
+
+        Args:
+            states: keep tasks in these states (any :class:`TaskState` or its wire name, ``queue_error`` included).
+            task_type: keep tasks of this type.
+            queue: keep tasks of this queue.
+            created_since: keep tasks created at or after this time.
+            limit: stop after this many tasks.
+            after_seq: read only tasks stored at a stream sequence above this one (``Task.seq`` of the last task
+                seen), to resume a listing or page through a large store; 0 reads all.
 
         Raises:
             ConfigurationError: an invalid filter.
         """
         wanted = frozenset(TaskState.parse(s) for s in states)
         since_ns = None if created_since is None else WireTime.from_datetime(created_since).unix_ns
-        if limit is not None and limit < 1:
-            raise ConfigurationError("limit must be at least 1, or None for no limit")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ConfigurationError(f"limit must be an integer of at least 1, or None for no limit, not {limit!r}")
+        if isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < 0:
+            raise ConfigurationError(f"after_seq must be a stream sequence (an integer >= 0), not {after_seq!r}")
         info = await self._js.stream_info(TASKS_STREAM, "listing tasks")
-        if int(info.get("state", {}).get("messages", 0)) == 0:
+        state = info.get("state", {})
+        if int(state.get("messages", 0)) == 0 or after_seq >= int(state.get("last_seq", 0)):
             return
         jsctx = self._js.nc.jetstream(prefix=self._js.prefix)
-        config = api.ConsumerConfig(
-            ack_policy=api.AckPolicy.NONE, deliver_policy=api.DeliverPolicy.ALL, mem_storage=True, inactive_threshold=30
-        )
+        if after_seq:
+            start: dict[str, Any] = {
+                "deliver_policy": api.DeliverPolicy.BY_START_SEQUENCE,
+                "opt_start_seq": after_seq + 1,
+            }
+        else:
+            start = {"deliver_policy": api.DeliverPolicy.ALL}
+        config = api.ConsumerConfig(ack_policy=api.AckPolicy.NONE, mem_storage=True, inactive_threshold=30, **start)
         try:
             sub = await jsctx.pull_subscribe(TASKS_SUBJECTS, stream=TASKS_STREAM, config=config)
         except Exception as exc:
@@ -212,9 +234,17 @@ class Admin:
                 except nats.errors.TimeoutError:
                     return
                 for msg in msgs:
+                    seq = msg.metadata.sequence.stream
                     try:
-                        task = codec.decode_task(msg.data, seq=msg.metadata.sequence.stream)
-                    except CorruptDataError:
+                        task = codec.decode_task(msg.data, seq=seq)
+                    except CorruptDataError as exc:
+                        log.warning(
+                            "skipping the task stored at sequence %d of %s (subject %s): it cannot be decoded: %s",
+                            seq,
+                            TASKS_STREAM,
+                            msg.subject,
+                            exc,
+                        )
                         continue
                     if (
                         (wanted and task.state not in wanted)

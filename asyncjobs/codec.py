@@ -11,16 +11,17 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 
-from asyncjobs.constants import EVENT_LEADER_ELECTED, EVENT_TASK_STATE, ITEM_KIND_TASK
-from asyncjobs.errors import ConfigurationError, CorruptDataError
+from asyncjobs.constants import EVENT_LEADER_ELECTED, EVENT_TASK_STATE, ITEM_KIND_TASK, MAX_TASK_ID_LENGTH
+from asyncjobs.errors import ConfigurationError, CorruptDataError, InvalidNameError
 from asyncjobs.ksuid import new_ksuid
-from asyncjobs.task import Task, TaskResult, TaskState
+from asyncjobs.task import Task, TaskResult, TaskState, check_json, validate_task_id
 from asyncjobs.wiretime import GO_ZERO_TIME, NS_PER_SECOND, WireTime, parse_time
 from asyncjobs.wiretime import format_time as _format_time
 
@@ -62,6 +63,23 @@ def dumps(value: Any) -> bytes:
         for raw, escaped in _LINE_SEPARATORS:
             out = out.replace(raw, escaped)
     return out
+
+
+def safe_text(text: str) -> str:
+    """Return ``text`` in a form JSON can always encode.
+
+    Lone surrogates (what ``os.fsdecode`` or ``errors="surrogateescape"`` make of undecodable bytes) have no UTF-8
+    encoding, so orjson refuses them; each is replaced by its backslash escape (``"\\udcff"``: a backslash and
+    five characters), which keeps the original byte visible. Other text is returned as it is; ASCII text costs
+    one flag check.
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def loads_object(data: bytes | str, what: str) -> dict[str, Any]:
@@ -183,7 +201,8 @@ def task_to_wire(task: Task) -> dict[str, Any]:
         obj["tried"] = format_time(task.tried_at)
     obj["tries"] = task.tries
     if task.last_err:
-        obj["last_err"] = task.last_err
+        # An error text can carry anything a handler's exception said, file names with bad bytes included.
+        obj["last_err"] = safe_text(task.last_err)
     if task.signature:
         obj["signature"] = task.signature
     return obj
@@ -241,6 +260,7 @@ def decode_task(data: bytes | str, *, seq: int = 0) -> Task:
 
 _ITEM_HEAD: Final = b'{"kind":0,"job":"'
 _ITEM_MIN: Final = len(_ITEM_HEAD) + 2
+_ITEM_JOB_RE: Final = re.compile(rb"[a-zA-Z0-9_:-]{1,%d}" % MAX_TASK_ID_LENGTH)
 
 
 def encode_item(task_id: str) -> bytes:
@@ -252,15 +272,16 @@ def decode_item(data: bytes) -> str:
     """Return the task id a work queue item references.
 
     Raises:
-        CorruptDataError: the item is empty, not JSON, of an unknown kind, or has no job.
+        CorruptDataError: the item is empty, not JSON, of an unknown kind, has no job, or its job is not a valid
+            task id (so the worker terminates the item instead of retrying a task it can never load).
     """
     if not data:
         raise CorruptDataError("invalid queue item received: empty body")
     # Fast path for the exact bytes Go and we write: {"kind":0,"job":"<id>"}
     if data.startswith(_ITEM_HEAD) and data.endswith(b'"}') and len(data) > _ITEM_MIN:
         raw_job = data[len(_ITEM_HEAD) : -2]
-        if b'"' not in raw_job and b"\\" not in raw_job:
-            return raw_job.decode()
+        if _ITEM_JOB_RE.fullmatch(raw_job) is not None:
+            return raw_job.decode("ascii")
     obj = fold_keys(loads_object(data, "queue item"), frozenset({"kind", "job"}))
     kind = obj.get("kind", ITEM_KIND_TASK)
     if kind != ITEM_KIND_TASK:
@@ -268,7 +289,10 @@ def decode_item(data: bytes) -> str:
     job = obj.get("job")
     if not isinstance(job, str) or not job:
         raise CorruptDataError("corrupt queue item received: no job id")
-    return job
+    try:
+        return validate_task_id(job)
+    except InvalidNameError as exc:
+        raise CorruptDataError(f"corrupt queue item received: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,7 +347,7 @@ def encode_task_event(task: Task, *, now_ns: int | None = None) -> bytes:
         obj["queue"] = task.queue
     obj["task_type"] = task.type
     if task.last_err:
-        obj["last_error"] = task.last_err
+        obj["last_error"] = safe_text(task.last_err)
     # Go: time.Since(created.Round(time.Millisecond)), halves rounded up.
     created_ms, rest = divmod(task.created_at.unix_ns, 1_000_000)
     age_ns = now - (created_ms + (1 if rest >= 500_000 else 0)) * 1_000_000
@@ -387,18 +411,17 @@ def decode_event(data: bytes | str) -> Event:
 def result_payload(value: Any) -> Any:
     """Turn a handler's return value into the JSON value stored as the result payload.
 
-    ``bytes`` become base64 strings, as Go marshals ``[]byte``; other values must be JSON-encodable.
+    ``bytes`` become base64 strings, as Go marshals ``[]byte``; other values must be JSON-encodable. Whatever
+    this returns encodes with :func:`dumps`.
 
     Raises:
-        ConfigurationError: the value cannot be JSON-encoded.
+        ConfigurationError: the value cannot be JSON-encoded: an unsupported type, an integer beyond 64 bits, a
+            string with lone surrogates, or a NaN or infinite float.
     """
     if isinstance(value, bytes | bytearray | memoryview):
         return base64.b64encode(bytes(value)).decode("ascii")
-    if value is None or isinstance(value, str | int | float | bool):
+    if value is None or isinstance(value, bool):
         return value
-    try:
-        return orjson.loads(orjson.dumps(value))
-    except TypeError as exc:
-        raise ConfigurationError(
-            f"handler result of type {type(value).__name__} cannot be JSON-encoded: return bytes or a JSON value"
-        ) from exc
+    encoded = check_json(value, "handler result")
+    # A scalar that encodes is returned as it is: only containers need the round trip to plain JSON values.
+    return value if isinstance(value, str | int | float) else orjson.loads(encoded)

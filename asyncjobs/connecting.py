@@ -10,7 +10,14 @@ from typing import Any
 from nats.aio.client import Client as NATS
 
 from asyncjobs.client import Client
-from asyncjobs.errors import ConfigurationError
+from asyncjobs.constants import (
+    JS_API_PREFIX,
+    JS_ERR_NOT_ENABLED,
+    JS_ERR_NOT_ENABLED_FOR_ACCOUNT,
+    STATUS_NO_RESPONDERS,
+)
+from asyncjobs.errors import AsyncJobsError, ConfigurationError, JetStreamError
+from asyncjobs.jsapi import JetStream
 from asyncjobs.natsconn import open_connection
 from asyncjobs.options import ClientOptions, ConnectionOptions, resolve_discard, resolve_policy, resolve_queue
 from asyncjobs.queue import Queue
@@ -70,7 +77,8 @@ async def connect(
     Raises:
         ConfigurationError: an invalid option (raised before connecting).
         QueueNotFound: the queue was to be bound only and does not exist.
-        JetStreamError: NATS or JetStream could not be reached.
+        JetStreamError: NATS could not be reached (the message says why: refused, authorization, TLS), or the
+            server has no JetStream for this account.
     """
     unknown = set(options) - set(ClientOptions.__dataclass_fields__)
     if unknown:
@@ -111,8 +119,48 @@ async def connect(
             client_options = dataclasses.replace(client_options, api_prefix=context_prefix)
     client = Client(nc, client_options, owns_connection=owns)
     try:
-        await client._open()
+        try:
+            await client._open()
+        except JetStreamError as exc:
+            if exc.code == STATUS_NO_RESPONDERS:
+                await _check_jetstream(nc, client_options.api_prefix, client_options.request_timeout, exc)
+            raise
     except BaseException:
         await client.close()
         raise
     return client
+
+
+async def _check_jetstream(nc: NATS, api_prefix: str, timeout: float, cause: JetStreamError) -> None:
+    """After "no responders" while preparing storage, ask ``$JS.API.INFO`` whether JetStream is there at all.
+
+    Raises:
+        JetStreamError: JetStream is not enabled on the server or for the account.
+    """
+    try:
+        await JetStream(nc, timeout=timeout, api_prefix=api_prefix).account_info()
+    except JetStreamError as exc:
+        if exc.code != STATUS_NO_RESPONDERS and exc.err_code not in (
+            JS_ERR_NOT_ENABLED,
+            JS_ERR_NOT_ENABLED_FOR_ACCOUNT,
+        ):
+            return
+        fix = "start nats-server with -js, or enable JetStream for the account"
+        if api_prefix != JS_API_PREFIX:
+            fix += f", or check the JetStream domain (api_prefix {api_prefix!r})"
+        raise JetStreamError(
+            f"JetStream is not enabled on the NATS server at {_server_url(nc)} (or not for this account): {fix}",
+            code=exc.code,
+            err_code=exc.err_code,
+            description=exc.description,
+        ) from cause
+    except AsyncJobsError:  # a timeout or a closed connection says nothing about JetStream: keep the first error
+        return
+
+
+def _server_url(nc: NATS) -> str:
+    # Built from the parts so that credentials in the URL never reach a message.
+    url = nc.connected_url
+    if url is None:
+        return "(unknown)"
+    return f"{url.scheme}://{url.hostname}:{url.port}"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Final, Self
 
 from nats.aio.client import Client as NATS
 from nats.aio.subscription import Subscription
@@ -17,45 +20,158 @@ from asyncjobs.task import validate_name
 
 log = logging.getLogger("asyncjobs")
 
+# Unsubscribes started for streams dropped without being closed, kept so they are not garbage collected mid-way.
+_RELEASING: Final[set[asyncio.Task[None]]] = set()
+
 
 def event_subject(task_id: str | None) -> str:
-    """Subject carrying all events, or one task's state changes."""
+    """Subject carrying all events, or one task's state changes.
+
+    Raises:
+        InvalidNameError: ``task_id`` breaks the name rule.
+    """
     return EVENTS_SUBJECTS if task_id is None else TASK_EVENT_PREFIX + validate_name(task_id, "task id")
 
 
-async def iterate_events(
-    nc: NATS, *, task_id: str | None = None, replay: bool = False, api_prefix: str
-) -> AsyncIterator[Event]:
-    """Yield decoded events until the consumer stops iterating; malformed events are logged and skipped.
+class EventStream:
+    """Decoded lifecycle events, an async iterator and an async context manager.
+
+    It subscribes on the first ``__anext__`` (or in ``async with``) and unsubscribes in :meth:`aclose`, at the
+    end of an ``async with`` block, or, when it is dropped without being closed (a ``break`` out of
+    ``async for``), on the event loop right after. Malformed events are logged and skipped. With ``replay`` the
+    stored events (``persist_events=True``) come first, then live ones, in order::
+
+        async with client.events() as events:
+            async for event in events:
+                ...
+    """
+
+    def __init__(self, nc: NATS, *, task_id: str | None = None, replay: bool = False, api_prefix: str) -> None:
+        """Prepare the stream; no I/O happens until it is iterated or entered.
+
+        Raises:
+            InvalidNameError: ``task_id`` breaks the name rule.
+        """
+        self._nc = nc
+        self._subject = event_subject(task_id)
+        self._replay = replay
+        self._api_prefix = api_prefix
+        self._sub: Subscription | None = None
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` was called or the subscription ended."""
+        return self._closed
+
+    async def _subscribe(self) -> Subscription:
+        """Subscribe once.
+
+        Raises:
+            JetStreamError: ``replay`` was asked but the events stream does not exist.
+        """
+        if self._sub is not None:
+            return self._sub
+        self._loop = asyncio.get_running_loop()
+        sub: Subscription
+        if self._replay:
+            js = self._nc.jetstream(prefix=self._api_prefix)
+            try:
+                sub = await js.subscribe(
+                    self._subject, stream=EVENTS_STREAM, ordered_consumer=True, deliver_policy=api.DeliverPolicy.ALL
+                )
+            except Exception as exc:
+                raise JetStreamError(
+                    f"cannot replay events: {exc}; connect with persist_events=True to keep events in {EVENTS_STREAM}"
+                ) from exc
+        else:
+            sub = await self._nc.subscribe(self._subject)
+        if self._closed:  # closed while subscribing: iterating the released subscription ends at once
+            await _unsubscribe(self._nc, sub)
+            return sub
+        self._sub = sub
+        return sub
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._closed:
+            raise StopAsyncIteration
+        sub = self._sub or await self._subscribe()
+        while True:
+            try:
+                msg = await sub.messages.__anext__()
+            except StopAsyncIteration:  # unsubscribed, or the connection closed
+                await self.aclose()
+                raise
+            try:
+                return codec.decode_event(msg.data)
+            except CorruptDataError as exc:
+                log.warning("skipping an event on %s: %s", msg.subject, exc)
+
+    async def aclose(self) -> None:
+        """Unsubscribe; iteration then ends. Idempotent."""
+        self._closed = True
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            await _unsubscribe(self._nc, sub)
+
+    async def __aenter__(self) -> Self:
+        """Subscribe now, so no event published after the ``async with`` line is missed.
+
+        Raises:
+            JetStreamError: ``replay`` was asked but the events stream does not exist.
+        """
+        if not self._closed:
+            await self._subscribe()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        # Dropped without aclose(), most often by a `break` out of `async for`: release the subscription on its
+        # loop. When called on that loop (the usual case) the task starts in the next loop iteration.
+        sub, loop = getattr(self, "_sub", None), getattr(self, "_loop", None)  # __init__ may have raised
+        if sub is None or loop is None or self._closed:
+            return
+        self._sub = None
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the connection is gone with it
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                _release(self._nc, sub)
+            else:
+                loop.call_soon_threadsafe(_release, self._nc, sub)
+
+
+def _release(nc: NATS, sub: Subscription) -> None:
+    task = asyncio.get_running_loop().create_task(_unsubscribe(nc, sub))
+    _RELEASING.add(task)
+    task.add_done_callback(_RELEASING.discard)
+
+
+async def _unsubscribe(nc: NATS, sub: Subscription) -> None:
+    if nc.is_closed:
+        return
+    try:
+        await sub.unsubscribe()
+    except Exception as exc:
+        log.debug("unsubscribing from events failed: %s", exc)
+
+
+def iterate_events(nc: NATS, *, task_id: str | None = None, replay: bool = False, api_prefix: str) -> EventStream:
+    """Return an :class:`EventStream` of decoded events; malformed events are logged and skipped.
 
     With ``replay`` the stored events (``persist_events=True``) come first, then live ones, in order.
 
     Raises:
-        JetStreamError: ``replay`` was asked but the events stream does not exist.
+        InvalidNameError: ``task_id`` breaks the name rule.
     """
-    subject = event_subject(task_id)
-    sub: Subscription
-    if replay:
-        js = nc.jetstream(prefix=api_prefix)
-        try:
-            sub = await js.subscribe(
-                subject, stream=EVENTS_STREAM, ordered_consumer=True, deliver_policy=api.DeliverPolicy.ALL
-            )
-        except Exception as exc:
-            raise JetStreamError(
-                f"cannot replay events: {exc}; connect with persist_events=True to keep events in {EVENTS_STREAM}"
-            ) from exc
-    else:
-        sub = await nc.subscribe(subject)
-    try:
-        async for msg in sub.messages:
-            try:
-                yield codec.decode_event(msg.data)
-            except CorruptDataError as exc:
-                log.warning("skipping an event on %s: %s", msg.subject, exc)
-    finally:
-        if not nc.is_closed:
-            try:
-                await sub.unsubscribe()
-            except Exception as exc:
-                log.debug("unsubscribing from events failed: %s", exc)
+    return EventStream(nc, task_id=task_id, replay=replay, api_prefix=api_prefix)

@@ -9,13 +9,14 @@ import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+import nats.errors
 import orjson
 from nats.aio.client import Client as NATS
 
 from asyncjobs.errors import ConfigurationError, JetStreamError
-from asyncjobs.options import ConnectionOptions
+from asyncjobs.options import ConnectionOptions, check_file
 from asyncjobs.retry import RETRY_LINEAR_ONE_MINUTE
 
 log = logging.getLogger("asyncjobs")
@@ -23,6 +24,8 @@ log = logging.getLogger("asyncjobs")
 DEFAULT_URL = "nats://127.0.0.1:4222"
 INITIAL_CONNECT_ATTEMPTS = 2
 INITIAL_RECONNECT_WAIT_S = 0.5
+FIRST_CONNECT_ERRORS_KEPT: Final = 20
+"""How many errors of the first connection attempt are kept to explain a failure."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,13 +95,101 @@ def load_context(name: str | None = None) -> NatsContext:
 
 
 def tls_context(ca: str | None, cert: str | None, key: str | None) -> ssl.SSLContext | None:
-    """Build a TLS context from files, or ``None`` when none is given."""
+    """Build a TLS context from files, or ``None`` when none is given.
+
+    Raises:
+        ConfigurationError: a file does not hold a usable PEM certificate or key.
+    """
     if not (ca or cert):
         return None
-    context = ssl.create_default_context(cafile=ca or None)
+    try:
+        context = ssl.create_default_context(cafile=ca or None)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigurationError(
+            f"TLS CA file {ca!r} holds no usable certificate ({exc}): pass a PEM file with the CA certificate"
+        ) from exc
     if cert and key:
-        context.load_cert_chain(cert, key)
+        try:
+            context.load_cert_chain(cert, key)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigurationError(
+                f"cannot load the TLS client certificate {cert!r} with key {key!r} ({exc}): pass PEM files of a "
+                "certificate and its matching private key"
+            ) from exc
     return context
+
+
+class _FirstConnect:
+    """What nats-py reports through ``error_cb`` while the first connection is attempted.
+
+    nats-py's own exception then only says "no servers available"; the reports say why (an authorization
+    violation, a certificate the CA does not vouch for), so they go into the error raised. Once connected, errors
+    are logged at WARNING.
+    """
+
+    def __init__(self) -> None:
+        self.errors: list[BaseException] = []
+        self.connected = False
+        self.fatal = asyncio.Event()
+
+    async def on_error(self, exc: Exception) -> None:
+        if self.connected:
+            log.warning("NATS connection error: %s", exc)
+            return
+        log.debug("NATS connection attempt failed: %r", exc)
+        if len(self.errors) < FIRST_CONNECT_ERRORS_KEPT:
+            self.errors.append(exc)
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            # nats-py stops trying after a failed certificate check without ever returning: give up now.
+            self.fatal.set()
+
+    def reason(self, options: ConnectionOptions, ctx: NatsContext | None) -> str | None:
+        """The most telling reported failure with how to fix it, or ``None`` when nothing was reported."""
+        for exc in self.errors:
+            if _is_auth_error(exc):
+                return f"authorization violation: {_auth_hint(options, ctx)}"
+        for exc in self.errors:
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                return (
+                    f"TLS certificate verification failed ({exc.verify_message}): pass tls_ca_file with the CA "
+                    "certificate that signed the server's certificate, and use a server address the certificate "
+                    "names"
+                )
+        for exc in self.errors:
+            if isinstance(exc, ssl.SSLError):
+                return (
+                    f"TLS handshake failed ({exc.reason or exc}): check tls_ca_file, tls_cert_file and "
+                    "tls_key_file against the server's TLS settings"
+                )
+        for exc in self.errors:
+            if isinstance(exc, ConnectionRefusedError):
+                return "connection refused: check that nats-server runs and listens at that address"
+        if self.errors:
+            last = self.errors[-1]
+            return str(last) or type(last).__name__
+        return None
+
+
+def _is_auth_error(exc: BaseException) -> bool:
+    if isinstance(exc, nats.errors.AuthorizationError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, nats.errors.Error) and ("authorization" in text or "authentication" in text)
+
+
+def _auth_hint(options: ConnectionOptions, ctx: NatsContext | None) -> str:
+    if options.creds_file or (ctx and ctx.creds):
+        return "check the credentials file (and that the server trusts its account)"
+    if options.nkey_seed_file or (ctx and ctx.nkey):
+        return "check the nkey seed file (its public key must be a user on the server)"
+    if options.token or (ctx and ctx.token):
+        return "check the token"
+    if options.user or (ctx and ctx.user):
+        return "check the user and password"
+    return (
+        "the server requires authentication: pass user and password (or token, nkey_seed_file, creds_file), "
+        "or a NATS context holding them"
+    )
 
 
 async def open_connection(options: ConnectionOptions) -> tuple[NATS, str | None]:
@@ -109,6 +200,7 @@ async def open_connection(options: ConnectionOptions) -> tuple[NATS, str | None]
         JetStreamError: no server could be reached.
     """
     ctx = load_context(options.context) if options.context is not None else None
+    attempt = _FirstConnect()
     servers = list(options.servers) or ([u.strip() for u in ctx.url.split(",")] if ctx and ctx.url else [DEFAULT_URL])
     kwargs: dict[str, Any] = {
         "servers": servers,
@@ -119,7 +211,7 @@ async def open_connection(options: ConnectionOptions) -> tuple[NATS, str | None]
         "max_reconnect_attempts": INITIAL_CONNECT_ATTEMPTS,
         "allow_reconnect": True,
         "reconnect_time_wait": INITIAL_RECONNECT_WAIT_S,
-        "error_cb": _on_error,
+        "error_cb": attempt.on_error,
         "disconnected_cb": _on_disconnect,
         "reconnected_cb": _on_reconnect,
     }
@@ -132,14 +224,14 @@ async def open_connection(options: ConnectionOptions) -> tuple[NATS, str | None]
         kwargs["token"] = token
     creds = options.creds_file or (ctx.creds if ctx else "")
     if creds:
-        kwargs["user_credentials"] = _existing(creds, "credentials file")
+        kwargs["user_credentials"] = _existing(creds, "creds_file", ctx)
     nkey = options.nkey_seed_file or (ctx.nkey if ctx else "")
     if nkey:
-        kwargs["nkeys_seed"] = _existing(nkey, "nkey seed file")
+        kwargs["nkeys_seed"] = _existing(nkey, "nkey_seed_file", ctx)
     tls = options.tls or tls_context(
-        options.tls_ca_file or (ctx.ca if ctx else None),
-        options.tls_cert_file or (ctx.cert if ctx else None),
-        options.tls_key_file or (ctx.key if ctx else None),
+        _existing(options.tls_ca_file or (ctx.ca if ctx else ""), "tls_ca_file", ctx),
+        _existing(options.tls_cert_file or (ctx.cert if ctx else ""), "tls_cert_file", ctx),
+        _existing(options.tls_key_file or (ctx.key if ctx else ""), "tls_key_file", ctx),
     )
     if tls is not None:
         kwargs["tls"] = tls
@@ -150,30 +242,60 @@ async def open_connection(options: ConnectionOptions) -> tuple[NATS, str | None]
     # first connection also gets an overall deadline.
     deadline = (options.connect_timeout + INITIAL_RECONNECT_WAIT_S) * INITIAL_CONNECT_ATTEMPTS * len(servers) + 1
     try:
-        async with asyncio.timeout(deadline):
-            await nc.connect(**kwargs)
+        await _connect(nc, kwargs, attempt, deadline)
     except Exception as exc:
         with contextlib.suppress(Exception):
             await nc.close()
-        reason = str(exc) or type(exc).__name__
-        if isinstance(exc, TimeoutError):
-            reason = f"no connection within {deadline:.0f}s (see the logged connection errors)"
+        reason = attempt.reason(options, ctx)
+        if reason is None:
+            reason = str(exc) or type(exc).__name__
+            if isinstance(exc, TimeoutError):
+                reason = f"no connection within {deadline:.0f}s: check the address and that nats-server is reachable"
         raise JetStreamError(f"cannot connect to NATS at {', '.join(servers)}: {reason}") from exc
+    attempt.connected = True
     # Once connected, reconnect forever with upstream's delay (the 1-minute linear policy's first interval).
     nc.options["max_reconnect_attempts"] = -1
     nc.options["reconnect_time_wait"] = RETRY_LINEAR_ONE_MINUTE.delay(1)
     return nc, ctx.api_prefix if ctx else None
 
 
-def _existing(path: str, what: str) -> str:
-    expanded = os.path.expanduser(path)
-    if not os.path.isfile(expanded):
-        raise ConfigurationError(f"{what} {path!r} does not exist")
-    return expanded
+async def _connect(nc: NATS, kwargs: dict[str, Any], attempt: _FirstConnect, deadline: float) -> None:
+    """Run nats-py's connect, giving up at ``deadline`` seconds or at once on a fatal report.
+
+    Raises:
+        TimeoutError: no connection in time, or a fatal error was reported (see ``attempt``).
+        Exception: what nats-py raised.
+    """
+    connecting = asyncio.ensure_future(nc.connect(**kwargs))
+    fatal = asyncio.ensure_future(attempt.fatal.wait())
+    try:
+        async with asyncio.timeout(deadline):
+            await asyncio.wait((connecting, fatal), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        fatal.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            await asyncio.gather(connecting, return_exceptions=True)
+    if connecting.cancelled():
+        raise TimeoutError("the first connection attempt failed fatally")
+    connecting.result()
 
 
-async def _on_error(exc: Exception) -> None:
-    log.warning("NATS connection error: %s", exc)
+_CONTEXT_FIELDS: Final = {
+    "creds_file": "creds",
+    "nkey_seed_file": "nkey",
+    "tls_ca_file": "ca",
+    "tls_cert_file": "cert",
+    "tls_key_file": "key",
+}
+
+
+def _existing(path: str, option: str, ctx: NatsContext | None) -> str:
+    """Expand and check a file named by an option or by the NATS context; ``""`` stays ``""``."""
+    if not path:
+        return ""
+    what = option if ctx is None else f"{option} (or the {_CONTEXT_FIELDS[option]!r} of NATS context {ctx.name!r})"
+    return check_file(path, what, "an existing file")
 
 
 async def _on_disconnect() -> None:

@@ -35,6 +35,7 @@ log = logging.getLogger("asyncjobs")
 MIN_REMOTE_DEADLINE_S: Final = 3.0
 DEADLINE_MARGIN_S: Final = 2.0
 DEFAULT_QUEUE_GROUP: Final = "asyncjobs"
+DEFAULT_REMOTE_CONCURRENCY: Final = 100
 TASK_ENV: Final = "CHORIA_AJ_TASK"
 
 
@@ -101,38 +102,85 @@ async def serve_remote_handler(
     handler: Callable[[Task], Awaitable[Any]],
     *,
     queue_group: str = DEFAULT_QUEUE_GROUP,
+    concurrency: int = DEFAULT_REMOTE_CONCURRENCY,
 ) -> Subscription:
     """Serve ``handler`` for ``task_type`` over request-reply, for workers (Go or Python) that route it remotely.
 
     The handler runs with the deadline from the request's ``AJ-Handler-Deadline``. Its return value is the reply
     body (``bytes`` as they are, anything else JSON-encoded); :class:`TerminateTask` replies ``AJ-Terminate`` and
-    other exceptions ``AJ-Error``. Unsubscribe the returned subscription to stop serving.
-    """
+    other exceptions ``AJ-Error`` (and are logged at WARNING with their traceback). Unsubscribe the returned
+    subscription to stop serving; requests already running still finish and reply.
 
-    async def respond(msg: Msg) -> None:
-        headers: dict[str, str] = {}
-        body = b""
-        try:
-            task = codec.decode_task(msg.data)
-            deadline = (msg.headers or {}).get(HDR_AJ_HANDLER_DEADLINE)
-            timeout = None if deadline is None else max(0.0, parse_deadline_header(deadline) - time.time())
-            async with asyncio.timeout(timeout):
-                value = await handler(task)
-            body = value if isinstance(value, bytes) else codec.dumps(codec.result_payload(value))
-        except TerminateTask as exc:
-            headers[HDR_AJ_TERMINATE] = str(exc.args[0]) if exc.args else "terminated"
-        except Exception as exc:
-            headers[HDR_AJ_ERROR] = str(exc) or type(exc).__name__
-        if msg.reply:
-            await nc.publish(msg.reply, body, headers=headers or None)
+    Args:
+        nc: a connected nats-py client.
+        task_type: the task type served (``""`` serves the catch-all subject).
+        handler: ``async def handler(task) -> result``.
+        queue_group: the queue group, so several processes share the requests.
+        concurrency: requests handled at once; further requests wait in the subscription (back-pressure).
+
+    Raises:
+        ConfigurationError: ``concurrency`` is not an integer of at least 1.
+    """
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ConfigurationError(f"concurrency must be an integer of at least 1, not {concurrency!r}")
+    slots = asyncio.Semaphore(concurrency)
 
     async def dispatch(msg: Msg) -> None:
-        spawned = asyncio.create_task(respond(msg))
-        running.add(spawned)
-        spawned.add_done_callback(running.discard)
+        # nats-py awaits this callback before it hands over the next message: waiting here is the back-pressure.
+        await slots.acquire()
+        try:
+            spawned = asyncio.create_task(_respond(nc, msg, handler, task_type))
+        except BaseException:
+            slots.release()
+            raise
+        _RUNNING.add(spawned)
+        spawned.add_done_callback(finished)
 
-    running: set[asyncio.Task[None]] = set()
+    def finished(done: asyncio.Task[None]) -> None:
+        _RUNNING.discard(done)
+        slots.release()
+
     return await nc.subscribe(request_reply_subject(task_type), queue=queue_group, cb=dispatch)
+
+
+# Requests in flight, so they are not garbage collected while they run (the subscription may be dropped first).
+_RUNNING: Final[set[asyncio.Task[None]]] = set()
+
+
+async def _respond(nc: NATS, msg: Msg, handler: Callable[[Task], Awaitable[Any]], task_type: str) -> None:
+    """Run the handler for one request and publish its reply; never raises but for cancellation."""
+    headers: dict[str, str] = {}
+    body = b""
+    task_id = "?"
+    scope: asyncio.Timeout | None = None
+    try:
+        task = codec.decode_task(msg.data)
+        task_id = task.id
+        deadline = (msg.headers or {}).get(HDR_AJ_HANDLER_DEADLINE)
+        timeout = None if deadline is None else max(0.0, parse_deadline_header(deadline) - time.time())
+        scope = asyncio.timeout(timeout)
+        async with scope:
+            value = await handler(task)
+        body = value if isinstance(value, bytes) else codec.dumps(codec.result_payload(value))
+    except TerminateTask as exc:
+        headers[HDR_AJ_TERMINATE] = str(exc.args[0]) if exc.args else "terminated"
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # we are being cancelled (shutdown): no reply, the requester's timeout covers it
+        headers[HDR_AJ_ERROR] = "handler was cancelled"
+        log.warning("remote handler for %r cancelled itself on task %s", task_type, task_id, exc_info=True)
+    except BaseException as exc:  # SystemExit or KeyboardInterrupt from a handler must not reach nats-py
+        headers[HDR_AJ_ERROR] = str(exc) or type(exc).__name__
+        if isinstance(exc, TimeoutError) and scope is not None and scope.expired():
+            headers[HDR_AJ_ERROR] = "remote handler did not finish before its deadline"
+        log.warning("remote handler for %r failed on task %s: %r", task_type, task_id, exc, exc_info=exc)
+    if not msg.reply:
+        return
+    try:
+        await nc.publish(msg.reply, body, headers=headers or None)
+    except Exception as exc:
+        log.warning("cannot send the reply of the remote handler for %r on task %s: %s", task_type, task_id, exc)
 
 
 class ExternalCommand:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +48,48 @@ def _check_middleware(mw: object) -> None:
         raise ConfigurationError(f"invalid middleware {mw!r}: pass a callable taking and returning a handler")
 
 
+def _check_async(task_type: str, handler: object) -> None:
+    """Refuse a handler that is certainly not async.
+
+    A plain ``def`` handler would run, have its side effects, and only then fail when its result is awaited; the
+    task would be retried and the side effects repeated. ``functools.partial`` is looked through; objects whose
+    ``__call__`` cannot be inspected (a C callable) are accepted.
+
+    Raises:
+        ConfigurationError: the handler is a plain function or method, a class, an async generator function, or
+            an object whose ``__call__`` is a plain method.
+    """
+    target = handler
+    while isinstance(target, functools.partial):
+        target = target.func
+    if _is_async(target):
+        return
+    if inspect.isclass(target):
+        raise ConfigurationError(
+            f"handler for {task_type!r} is a class (calling it makes an instance, not a result): register an "
+            "instance whose __call__ is declared with async def"
+        )
+    if inspect.isroutine(target):
+        problem = "a plain function"
+        if inspect.isasyncgenfunction(inspect.unwrap(target)):
+            problem = "an async generator function (a handler returns its result, it does not yield)"
+    else:
+        call = getattr(type(target), "__call__", None)  # noqa: B004 - the class attribute, not callable()
+        if not inspect.isfunction(call) or _is_async(call):
+            return
+        problem = f"an object whose {type(target).__name__}.__call__ is a plain method"
+    raise ConfigurationError(
+        f"handler for {task_type!r} is {problem}: declare it with async def (or wrap blocking code with "
+        "asyncio.to_thread)"
+    )
+
+
+def _is_async(fn: Any) -> bool:
+    # Also looks through functools.wraps decorators: a sync wrapper around a coroutine function returns its
+    # coroutine.
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(inspect.unwrap(fn))
+
+
 @dataclass(slots=True)
 class _Route:
     handler: Handler
@@ -84,7 +128,8 @@ class Router:
 
         Raises:
             DuplicateHandlerError: a handler is already registered for that type.
-            ConfigurationError: the handler or a middleware is not callable.
+            ConfigurationError: the handler is not callable or not async (a plain ``def``), or a middleware is not
+                callable.
             InvalidNameError: the type breaks the name rule.
         """
         if task_type:
@@ -93,6 +138,7 @@ class Router:
             raise DuplicateHandlerError(f"a handler for task type {task_type!r} is already registered")
         if not callable(handler):
             raise ConfigurationError(f"handler for {task_type!r} must be an async callable taking a Task")
+        _check_async(task_type, handler)
         route_mw = tuple(middleware)
         for mw in route_mw:
             _check_middleware(mw)

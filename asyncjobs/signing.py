@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -25,6 +27,8 @@ KEY_SIZE: Final = 32
 """Bytes in an ed25519 seed and in a public key."""
 SIGNATURE_SIZE: Final = 64
 """Bytes in an ed25519 signature (128 hex characters)."""
+SEED_FILE_CHECK_INTERVAL_S: Final = 1.0
+"""Seconds between checks of a seed file for a rotation (one ``os.stat``; the file is re-read only if it changed)."""
 
 
 def _ed25519() -> ModuleType:
@@ -85,7 +89,7 @@ def _decode_key(value: bytes | str, *, what: str, allow_raw: bool = True) -> byt
 
 def _read_key_file(path: str | os.PathLike[str], *, what: str) -> bytearray:
     try:
-        content = Path(path).read_bytes()
+        content = Path(path).expanduser().read_bytes()
     except OSError as exc:
         raise ConfigurationError(f"cannot read the {what} file {os.fspath(path)!r}: {exc}") from exc
     # Key files hold hex, as Go writes and reads them; 32 raw bytes in a file are more likely a mistake.
@@ -95,12 +99,26 @@ def _read_key_file(path: str | os.PathLike[str], *, what: str) -> bytearray:
 class TaskSigner:
     """Signs task envelopes with an ed25519 private key.
 
-    Build it with :meth:`from_seed` or :meth:`from_seed_file`. A signer built from a file reads the file at
-    every :meth:`sign` (as Go does), so replacing the file rotates the key without a restart.
+    Build it with :meth:`from_seed` or :meth:`from_seed_file`. A signer built from a file notices when the file
+    changes, so replacing the file rotates the key without a restart. Unlike Go, which reads the file at every
+    signature, the file is checked at most once a second (an ``os.stat``: its modification time, size and inode)
+    and read again only when it changed; a rotation takes effect within a second. Replace the file atomically
+    (write a new file, then rename it over the old one).
     """
 
-    def __init__(self, *, seed: bytes | str | None = None, seed_file: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        seed: bytes | str | None = None,
+        seed_file: str | os.PathLike[str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         """Create a signer from exactly one of ``seed`` and ``seed_file``.
+
+        Args:
+            seed: a 32-byte ed25519 seed, raw or as 64 hex characters.
+            seed_file: a file holding the seed as 64 hex characters.
+            clock: monotonic seconds, for the once-a-second file check (tests pass a fake one).
 
         Raises:
             ConfigurationError: both or neither were given, the seed is malformed, the file cannot be read,
@@ -110,6 +128,11 @@ class TaskSigner:
             raise ConfigurationError("a task signer needs exactly one of seed and seed_file")
         self._ed25519 = _ed25519()
         self._seed_file = seed_file
+        self._clock = clock
+        self._file_stamp: tuple[int, int, int] | None = None
+        self._checked_at = clock()
+        if seed_file is not None:
+            self._file_stamp = self._stamp()
         # A file signer loads the key once here so a bad file fails at start-up, not at the first enqueue.
         self._key: Ed25519PrivateKey = self._load(seed)
 
@@ -146,10 +169,42 @@ class TaskSigner:
             raw[:] = bytes(len(raw))
         return key
 
+    def _stamp(self) -> tuple[int, int, int] | None:
+        """The seed file's modification time, size and inode; ``None`` when it cannot be read."""
+        assert self._seed_file is not None
+        try:
+            st = os.stat(os.path.expanduser(self._seed_file))
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _current_key(self) -> Ed25519PrivateKey:
+        """The key to use now: a seed file is re-read when it changed, checked at most once a second.
+
+        Raises:
+            ConfigurationError: the seed file changed and can no longer be read, or is malformed.
+        """
+        if self._seed_file is None:
+            return self._key
+        now = self._clock()
+        if now - self._checked_at < SEED_FILE_CHECK_INTERVAL_S:
+            return self._key
+        stamp = self._stamp()
+        if stamp is None or stamp != self._file_stamp:
+            # Read before the stamp is kept: a failed read is retried at the next check, not forgotten.
+            self._key = self._load(None)
+            self._file_stamp = stamp
+        self._checked_at = now
+        return self._key
+
     @property
     def public_key_hex(self) -> str:
-        """The matching public key as 64 lowercase hex characters, for configuring verifiers."""
-        return _public_hex(self._key.public_key())
+        """The public key matching the key :meth:`sign` uses now, as 64 lowercase hex characters.
+
+        Raises:
+            ConfigurationError: the seed file changed and can no longer be read, or is malformed.
+        """
+        return _public_hex(self._current_key().public_key())
 
     def sign(self, envelope: bytes) -> str:
         """Sign an envelope from :func:`signature_envelope`.
@@ -158,11 +213,9 @@ class TaskSigner:
             The signature as 128 lowercase hex characters.
 
         Raises:
-            ConfigurationError: the seed file can no longer be read or is malformed.
+            ConfigurationError: the seed file changed and can no longer be read, or is malformed.
         """
-        if self._seed_file is not None:
-            self._key = self._load(None)
-        signature: bytes = self._key.sign(envelope)
+        signature: bytes = self._current_key().sign(envelope)
         return signature.hex()
 
 

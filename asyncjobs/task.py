@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from asyncjobs.constants import DEFAULT_MAX_TRIES, NAME_PATTERN
+from asyncjobs.constants import (
+    DEFAULT_MAX_TRIES,
+    MAX_QUEUE_NAME_LENGTH,
+    MAX_STREAM_NAME_LENGTH,
+    MAX_TASK_ID_LENGTH,
+    MAX_TASK_TYPE_LENGTH,
+    NAME_PATTERN,
+    QUEUE_STREAM_PREFIX,
+)
 from asyncjobs.errors import ConfigurationError, HandlerNotSupported, InvalidNameError
 from asyncjobs.ksuid import new_ksuid
 from asyncjobs.signing import signature_envelope
@@ -19,7 +29,24 @@ from asyncjobs.wiretime import WireTime
 if TYPE_CHECKING:
     from asyncjobs.delivery import HandlerContext
 
-_NAME_RE: Final = re.compile(NAME_PATTERN)
+# fullmatch, not match: with match, "$" also matches before a trailing newline, so "id\n" would pass.
+_NAME_RE: Final = re.compile(r"[a-zA-Z0-9_:-]+")
+_NAME_CHARS: Final = "letters, digits, '_', ':' and '-'"
+
+_LENGTH_LIMITS: Final = {
+    "task id": MAX_TASK_ID_LENGTH,
+    "task dependency id": MAX_TASK_ID_LENGTH,
+    "task type": MAX_TASK_TYPE_LENGTH,
+    "queue name": MAX_QUEUE_NAME_LENGTH,
+}
+_LENGTH_FIXES: Final = {
+    MAX_TASK_ID_LENGTH: "use a shorter id (a hash of the natural key)",
+    MAX_TASK_TYPE_LENGTH: "use a shorter type",
+    MAX_QUEUE_NAME_LENGTH: (
+        f"use a shorter name (its stream {QUEUE_STREAM_PREFIX}<name> may have at most {MAX_STREAM_NAME_LENGTH} "
+        "characters)"
+    ),
+}
 
 
 class TaskState(StrEnum):
@@ -69,22 +96,58 @@ DISCARDABLE_STATES: Final = frozenset({TaskState.COMPLETED, TaskState.EXPIRED, T
 """End states the client may be told to discard instead of storing."""
 
 
-def validate_name(value: str, what: str) -> str:
-    """Check a task type, task id or other name against the shared name rule.
+def validate_name(value: str, what: str, *, max_length: int | None = None) -> str:
+    """Check a task type, task id, queue name or other name against the shared name rule and its length limit.
+
+    Args:
+        value: the name.
+        what: what the name is, for the message; ``"task id"``, ``"task dependency id"``, ``"task type"`` and
+            ``"queue name"`` also select their length limit.
+        max_length: the longest allowed name; by default the limit ``what`` selects, else
+            :data:`~asyncjobs.constants.MAX_TASK_ID_LENGTH`.
+
+    Returns:
+        The name, unchanged.
 
     Raises:
-        InvalidNameError: the value does not match ``^[a-zA-Z0-9_:-]+$``.
+        InvalidNameError: the value is not a string, is too long, or does not match ``^[a-zA-Z0-9_:-]+$``.
     """
-    if not isinstance(value, str) or _NAME_RE.match(value) is None:
-        raise InvalidNameError(f"{what} is invalid: {value!r} must match {NAME_PATTERN}")
+    if not isinstance(value, str):
+        raise InvalidNameError(f"{what} must be a string of {_NAME_CHARS}, not {type(value).__name__}")
+    limit = _LENGTH_LIMITS.get(what, MAX_TASK_ID_LENGTH) if max_length is None else max_length
+    # Length first: it is cheap, and a huge value is not worth a regex nor a full repr in the message.
+    if len(value) > limit:
+        fix = _LENGTH_FIXES.get(limit, "use a shorter one")
+        raise InvalidNameError(f"{what} is {len(value)} characters, over the limit of {limit}: {fix}")
+    if _NAME_RE.fullmatch(value) is None:
+        raise InvalidNameError(f"{what} is invalid: {value!r} must match {NAME_PATTERN}: use only {_NAME_CHARS}")
     return value
+
+
+def validate_task_id(task_id: str) -> str:
+    """Check a task id: the name rule and at most :data:`~asyncjobs.constants.MAX_TASK_ID_LENGTH` characters.
+
+    Raises:
+        InvalidNameError: the id breaks the rule.
+    """
+    return validate_name(task_id, "task id", max_length=MAX_TASK_ID_LENGTH)
+
+
+def validate_queue_name(name: str) -> str:
+    """Check a queue name: the name rule and at most :data:`~asyncjobs.constants.MAX_QUEUE_NAME_LENGTH` characters.
+
+    Raises:
+        InvalidNameError: the name breaks the rule.
+    """
+    return validate_name(name, "queue name", max_length=MAX_QUEUE_NAME_LENGTH)
 
 
 def encode_payload(payload: Any) -> bytes | None:
     """Encode a task payload: bytes are kept, ``None`` stays ``None``, anything else is JSON-encoded.
 
     Raises:
-        ConfigurationError: the payload cannot be JSON-encoded.
+        ConfigurationError: the payload cannot be JSON-encoded: an unsupported type, an integer beyond 64 bits,
+            a string with lone surrogates, or a NaN or infinite float (which JSON cannot hold).
     """
     if payload is None:
         return None
@@ -92,13 +155,74 @@ def encode_payload(payload: Any) -> bytes | None:
         return payload
     if isinstance(payload, bytearray | memoryview):
         return bytes(payload)
+    return check_json(payload, "task payload")
+
+
+def check_json(value: Any, what: str) -> bytes:
+    """JSON-encode ``value`` with orjson, refusing what orjson would drop or mangle.
+
+    orjson writes NaN and infinities as ``null`` without a word, so when ``null`` appears in the output the value
+    is searched for a non-finite float; values without ``null`` cost nothing more than the encoding.
+
+    Returns:
+        The compact JSON encoding.
+
+    Raises:
+        ConfigurationError: the value cannot be encoded, or holds a NaN or infinite float.
+    """
     try:
-        return orjson.dumps(payload)
-    except TypeError as exc:
-        raise ConfigurationError(
-            f"task payload of type {type(payload).__name__} cannot be JSON-encoded: pass bytes, or a dict, list, "
-            f"str or number ({exc})"
-        ) from exc
+        out = orjson.dumps(value)
+    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+        raise ConfigurationError(_encode_problem(value, what, str(exc))) from exc
+    if b"null" in out:
+        bad = _non_finite(value)
+        if bad is not None:
+            raise ConfigurationError(
+                f"{what} holds the float {bad!r}, which JSON cannot represent (it would be stored as null): "
+                "replace NaN and infinities with None or a string"
+            )
+    return out
+
+
+def _encode_problem(value: Any, what: str, reason: str) -> str:
+    if "64-bit" in reason:
+        hint = "integers must fit in 64 bits (-2**63 to 2**64-1): pass larger numbers as strings"
+    elif "surrogates" in reason:
+        hint = (
+            "a string holds a lone surrogate, often from os.fsdecode of undecodable bytes: clean it with "
+            "asyncjobs.codec.safe_text(text), or pass bytes"
+        )
+    else:
+        hint = "pass bytes, or JSON values (dict with str keys, list, str, int, float, bool, None)"
+    return f"{what} of type {type(value).__name__} cannot be JSON-encoded ({reason}): {hint}"
+
+
+def _non_finite(value: Any, depth: int = 0) -> float | None:
+    """The first NaN or infinite float inside a value orjson encoded, or ``None``."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else value
+    if depth > _MAX_DEPTH or isinstance(value, str | int | bytes | type(None)):
+        return None
+    children: Iterable[Any]
+    if isinstance(value, dict):
+        children = value.values()
+    elif isinstance(value, list | tuple):
+        children = value
+    elif isinstance(value, Enum):
+        children = (value.value,)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        children = (getattr(value, f.name) for f in dataclasses.fields(value))
+    else:
+        return None
+    for child in children:
+        bad = _non_finite(child, depth + 1)
+        if bad is not None:
+            return bad
+    return None
+
+
+# orjson refuses nesting deeper than 255, so the search never needs to go further.
+_MAX_DEPTH: Final = 256
 
 
 class TaskResult:
@@ -134,9 +258,10 @@ class Task:
     """A unit of work stored in JetStream under its id and processed by a handler for its type.
 
     Args:
-        type: the task type, used for routing (``^[a-zA-Z0-9_:-]+$``).
-        payload: ``bytes`` are stored as they are; a dict, list, str or other JSON value is JSON-encoded.
-        id: a custom id; by default a new KSUID (time sortable).
+        type: the task type, used for routing (``^[a-zA-Z0-9_:-]+$``, at most 255 characters).
+        payload: ``bytes`` are stored as they are; a dict, list, str or other JSON value is JSON-encoded (NaN and
+            infinities are refused rather than stored as ``null``).
+        id: a custom id (same characters, at most 1024 of them); by default a new KSUID (time sortable).
         deadline: an aware datetime, or a timedelta from now, after which the task is not started.
         max_tries: how many times a handler may run it; 0 or less means no task-level limit.
         dependencies: ids of tasks that must complete first; the task starts ``blocked``.
@@ -179,8 +304,8 @@ class Task:
         dependencies: Iterable[str] = (),
         load_dependencies: bool = False,
     ) -> None:
-        self.type: str = validate_name(type, "task type")
-        self.id: str = new_ksuid() if id is None else validate_name(id, "task id")
+        self.type: str = validate_name(type, "task type", max_length=MAX_TASK_TYPE_LENGTH)
+        self.id: str = new_ksuid() if id is None else validate_task_id(id)
         self.queue: str = ""
         self.payload: bytes | None = encode_payload(payload)
         self.created_at: WireTime = WireTime.now()
@@ -198,7 +323,7 @@ class Task:
         self.max_tries: int = max_tries
         deps: list[str] = []
         for dep in dependencies:
-            validate_name(dep, "task dependency id")
+            validate_name(dep, "task dependency id", max_length=MAX_TASK_ID_LENGTH)
             if dep not in deps:
                 deps.append(dep)
         if self.id in deps:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-
 import time
 from typing import Any
 
@@ -206,7 +205,7 @@ async def test_retry_task_refuses_a_running_task_unless_forced(make_client: Clie
     task = await client.enqueue(asyncjobs.Task("x"))
     async with running(client, router):
         await wait_state(client, task.id, TaskState.ACTIVE)
-        with pytest.raises(asyncjobs.InvalidTaskStateError, match="is active .* force=True"):
+        with pytest.raises(asyncjobs.InvalidTaskStateError, match=r"is active .* force=True"):
             await client.retry_task(task.id)
         assert starts == [1]
         forced = await client.retry_task(task.id, force=True)

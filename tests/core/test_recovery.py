@@ -177,7 +177,7 @@ async def test_wait_returns_the_final_task(make_client: ClientFactory) -> None:
 
     good = await client.enqueue(asyncjobs.Task("ok"))
     failing = await client.enqueue(asyncjobs.Task("bad"))
-    with pytest.raises(asyncjobs.WaitTimeout, match="did not reach a final state within 0.2s"):
+    with pytest.raises(asyncjobs.WaitTimeout, match=r"did not reach a final state within 0\.2s"):
         await client.wait(good.id, timeout=0.2)
     async with running(client, router):
         done, terminated = await asyncio.gather(client.wait(good.id, timeout=10), client.wait(failing.id))
@@ -242,7 +242,7 @@ async def test_transient_errors_are_retried_then_reported(nats_url: str) -> None
 
         await nc.subscribe("silent.service", cb=silent)
         started = time.monotonic()
-        with pytest.raises(asyncjobs.RequestTimeout, match="still failing after .* attempts over 1s") as failed:
+        with pytest.raises(asyncjobs.RequestTimeout, match=r"still failing after .* attempts over 1s") as failed:
             await js.request("silent.service", b"", "asking a silent service")
         assert failed.value.attempts >= 3
         assert 1.0 <= time.monotonic() - started < 3.0

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 import asyncjobs
-from asyncjobs import TaskState
+from asyncjobs import TaskState, codec
 from asyncjobs.remote import parse_deadline_header
+from asyncjobs.testing import eventually
 from tests.core.conftest import ClientFactory, running, wait_state
 
 SLOW_RETRY = asyncjobs.LinearPolicy(steps=1, jitter=0, min_s=30, max_s=31)
@@ -109,3 +113,100 @@ def test_external_command_must_exist(tmp_path: Path) -> None:
         router.external("x", tmp_path / "missing")
     with pytest.raises(asyncjobs.RemoteHandlerError, match="command not found"):
         router.external("x", tmp_path)
+
+
+# ---- serving remote handlers ----------------------------------------------------------------------------------------
+
+SERVED = "CHORIA_AJ.H.T.served"
+
+
+async def _ask(nc: NATS, payload: Any = None) -> Msg:
+    return await nc.request(SERVED, codec.encode_task(asyncjobs.Task("served", payload)), timeout=10)
+
+
+async def test_serving_runs_at_most_concurrency_requests_at_once(nc: NATS) -> None:
+    gate = asyncio.Event()
+    running = peak = 0
+
+    async def handler(task: asyncjobs.Task) -> str:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        try:
+            await gate.wait()
+            return "done"
+        finally:
+            running -= 1
+
+    sub = await asyncjobs.serve_remote_handler(nc, "served", handler, concurrency=5)
+    requests = [asyncio.create_task(_ask(nc)) for _ in range(50)]
+    await eventually(lambda: running == 5)
+    # The rest wait in the subscription: 44 queued, and one held by the callback until a slot frees.
+    await eventually(lambda: sub.pending_msgs == 44)
+    assert running == 5
+    gate.set()
+    replies = await asyncio.gather(*requests)
+    assert [reply.data for reply in replies] == [b'"done"'] * 50
+    assert peak == 5
+    await sub.unsubscribe()
+
+
+async def test_handler_errors_are_logged_and_replied(nc: NATS, caplog: pytest.LogCaptureFixture) -> None:
+    async def handler(task: asyncjobs.Task) -> str:
+        if task.payload_json() == "boom":
+            raise ValueError("bad input")
+        return "ok"
+
+    await asyncjobs.serve_remote_handler(nc, "served", handler)
+    with caplog.at_level(logging.WARNING, logger="asyncjobs"):
+        reply = await _ask(nc, "boom")
+    assert reply.headers is not None and reply.headers["AJ-Error"] == "bad input"
+    [record] = [r for r in caplog.records if r.name == "asyncjobs" and r.levelno == logging.WARNING]
+    assert "remote handler for 'served' failed on task" in record.getMessage()
+    assert record.exc_info is not None and isinstance(record.exc_info[1], ValueError)
+    assert "ValueError: bad input" in caplog.text  # the traceback is in the log
+    assert (await _ask(nc, "fine")).data == b'"ok"'
+
+
+@pytest.mark.parametrize("raised", [SystemExit(3), KeyboardInterrupt(), GeneratorExit()])
+async def test_base_exceptions_from_handlers_do_not_escape(
+    nc: NATS, caplog: pytest.LogCaptureFixture, raised: BaseException
+) -> None:
+    async def handler(task: asyncjobs.Task) -> str:
+        if task.payload_json() == "exit":
+            raise raised
+        return "ok"
+
+    await asyncjobs.serve_remote_handler(nc, "served", handler)
+    with caplog.at_level(logging.WARNING, logger="asyncjobs"):
+        reply = await _ask(nc, "exit")
+    assert reply.headers is not None and reply.headers["AJ-Error"] == (str(raised) or type(raised).__name__)
+    assert any(r.exc_info and r.exc_info[1] is raised for r in caplog.records)
+    # The service keeps serving.
+    assert (await _ask(nc, "again")).data == b'"ok"'
+
+
+async def test_unsubscribing_lets_running_requests_finish(nc: NATS) -> None:
+    started = asyncio.Event()
+    gate = asyncio.Event()
+
+    async def handler(task: asyncjobs.Task) -> str:
+        started.set()
+        await gate.wait()
+        return "finished"
+
+    sub = await asyncjobs.serve_remote_handler(nc, "served", handler)
+    request = asyncio.create_task(_ask(nc))
+    await started.wait()
+    await sub.unsubscribe()
+    gate.set()
+    assert (await request).data == b'"finished"'
+
+
+@pytest.mark.parametrize("concurrency", [0, -1, True, 2.5])
+async def test_serving_concurrency_is_checked(nc: NATS, concurrency: Any) -> None:
+    async def handler(task: asyncjobs.Task) -> None:
+        return None
+
+    with pytest.raises(asyncjobs.ConfigurationError, match="concurrency must be an integer of at least 1"):
+        await asyncjobs.serve_remote_handler(nc, "served", handler, concurrency=concurrency)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import unittest.mock
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -88,3 +92,115 @@ async def test_middleware_order() -> None:
     chained = asyncjobs.chain(mw("a"), mw("b"))(_handler("h"))
     await chained(asyncjobs.Task("x"))
     assert calls == ["a>", "b>", "<b", "<a"]
+
+
+# ---- handlers must be async -----------------------------------------------------------------------------------------
+
+
+def _plain(task: asyncjobs.Task) -> str:
+    return "sent"
+
+
+async def _async(task: asyncjobs.Task, greeting: str = "hi") -> str:
+    return greeting
+
+
+async def _async_gen(task: asyncjobs.Task) -> AsyncIterator[str]:
+    yield "x"
+
+
+class _SyncMethods:
+    def handle(self, task: asyncjobs.Task) -> str:
+        return "sync"
+
+    def __call__(self, task: asyncjobs.Task) -> str:
+        return "sync"
+
+
+class _AsyncMethods:
+    async def handle(self, task: asyncjobs.Task) -> str:
+        return "async method"
+
+    async def __call__(self, task: asyncjobs.Task) -> str:
+        return "async call"
+
+
+def _sync_decorator(fn: Callable[[asyncjobs.Task], Awaitable[str]]) -> Callable[[asyncjobs.Task], Awaitable[str]]:
+    @functools.wraps(fn)
+    def wrapper(task: asyncjobs.Task) -> Awaitable[str]:
+        return fn(task)
+
+    return wrapper
+
+
+@pytest.mark.parametrize(
+    ("handler", "problem"),
+    [
+        (_plain, "is a plain function"),
+        (functools.partial(_plain), "is a plain function"),
+        (functools.partial(functools.partial(_plain)), "is a plain function"),
+        (_SyncMethods().handle, "is a plain function"),
+        (lambda task: _async(task), "is a plain function"),
+        (_SyncMethods(), r"is an object whose _SyncMethods.__call__ is a plain method"),
+        (_async_gen, "is an async generator function"),
+        (_AsyncMethods, "is a class"),
+        (print, "is a plain function"),
+    ],
+)
+def test_plain_handlers_are_refused(handler: Any, problem: str) -> None:
+    router = asyncjobs.Router()
+    with pytest.raises(asyncjobs.ConfigurationError, match=f"^handler for 'email:new' {problem}"):
+        router.add("email:new", handler)
+    assert len(router) == 0
+    with pytest.raises(asyncjobs.ConfigurationError, match="async def"):
+        router.handler("email:new")(handler)
+
+
+def test_plain_handler_message_says_how_to_fix() -> None:
+    with pytest.raises(asyncjobs.ConfigurationError) as caught:
+        asyncjobs.Router().add("email:new", _plain)
+    assert str(caught.value) == (
+        "handler for 'email:new' is a plain function: declare it with async def "
+        "(or wrap blocking code with asyncio.to_thread)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("handler", "expected"),
+    [
+        (_async, "hi"),
+        (functools.partial(_async, greeting="hello"), "hello"),
+        (_AsyncMethods().handle, "async method"),
+        (_AsyncMethods(), "async call"),
+        (_sync_decorator(_async), "hi"),
+        (unittest.mock.AsyncMock(return_value="mocked"), "mocked"),
+    ],
+)
+async def test_async_handlers_are_accepted(handler: Any, expected: str) -> None:
+    router = asyncjobs.Router()
+    router.add("email:new", handler)
+    assert await router.lookup("email:new")(asyncjobs.Task("email:new")) == expected
+
+
+def test_remote_and_external_handlers_are_accepted(tmp_path: Path) -> None:
+    script = tmp_path / "handler.sh"
+    script.write_text("#!/bin/sh\necho ok\n")
+    script.chmod(0o755)
+    router = asyncjobs.Router()
+    router.remote("remote:job")
+    router.external("ext:job", script)
+    assert router.task_types == ["remote:job", "ext:job"]
+
+
+async def test_middleware_wrapping_an_async_handler_still_works() -> None:
+    def sync_middleware(next_handler: asyncjobs.Handler) -> asyncjobs.Handler:
+        # Middleware is a plain function returning a wrapper; only the handler itself must be async.
+        def wrapper(task: asyncjobs.Task) -> Awaitable[Any]:
+            return next_handler(task)
+
+        return wrapper
+
+    router = asyncjobs.Router()
+    router.use(sync_middleware)
+    router.add("x", _async, middleware=[sync_middleware])
+    assert await router.lookup("x")(asyncjobs.Task("x")) == "hi"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from asyncjobs import signing
 from asyncjobs.errors import ConfigurationError, InvalidSignature, SignatureError, TaskNotSigned
-from asyncjobs.signing import TaskSigner, TaskVerifier, signature_envelope
+from asyncjobs.signing import SEED_FILE_CHECK_INTERVAL_S, TaskSigner, TaskVerifier, signature_envelope
 
 SEED_HEX = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 PUBLIC_HEX = "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8"
@@ -140,21 +143,92 @@ def test_unsigned_message() -> None:
         TaskVerifier(PUBLIC_HEX).verify(ENVELOPE, None)
 
 
-def test_seed_file_is_read_at_each_sign(tmp_path: Path) -> None:
+class FakeClock:
+    """Monotonic seconds that only move when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _rotate(path: Path, content: str) -> None:
+    # As an operator should: write a new file, then rename it over the old one.
+    fresh = path.with_suffix(".new")
+    fresh.write_text(content)
+    os.replace(fresh, path)
+
+
+def test_seed_file_rotation_is_picked_up(tmp_path: Path) -> None:
     seed_file = tmp_path / "seed"
     seed_file.write_text(SEED_HEX + "\n")
-    signer = TaskSigner.from_seed_file(seed_file)
+    clock = FakeClock()
+    signer = TaskSigner(seed_file=seed_file, clock=clock)
+    assert signer.sign(ENVELOPE) == SIGNATURE
+    assert signer.public_key_hex == PUBLIC_HEX
+
+    # Rotating the file changes the key within a second, without a new signer.
+    _rotate(seed_file, OTHER_SEED_HEX)
+    other = TaskSigner.from_seed(OTHER_SEED_HEX)
+    clock.now += SEED_FILE_CHECK_INTERVAL_S
+    assert signer.sign(ENVELOPE) == other.sign(ENVELOPE)
+    assert signer.public_key_hex == other.public_key_hex
+
+    # Rewritten in place with the same size, the new mtime still gives it away.
+    seed_file.write_text(SEED_HEX)
+    os.utime(seed_file, ns=(0, 1_000_000_000))
+    clock.now += SEED_FILE_CHECK_INTERVAL_S
     assert signer.sign(ENVELOPE) == SIGNATURE
 
-    # Rotating the file changes the key used for the next signature, without a new signer.
-    seed_file.write_text(OTHER_SEED_HEX)
-    rotated = signer.sign(ENVELOPE)
-    assert rotated == TaskSigner.from_seed(OTHER_SEED_HEX).sign(ENVELOPE)
-    assert signer.public_key_hex == TaskSigner.from_seed(OTHER_SEED_HEX).public_key_hex
-
     seed_file.unlink()
+    clock.now += SEED_FILE_CHECK_INTERVAL_S
     with pytest.raises(ConfigurationError, match="cannot read the signing seed file"):
         signer.sign(ENVELOPE)
+    seed_file.write_text(SEED_HEX)  # back again: signing recovers at the next check
+    assert signer.sign(ENVELOPE) == SIGNATURE
+
+
+def test_public_key_follows_the_seed_file_before_any_signature(tmp_path: Path) -> None:
+    seed_file = tmp_path / "seed"
+    seed_file.write_text(SEED_HEX)
+    clock = FakeClock()
+    signer = TaskSigner(seed_file=seed_file, clock=clock)
+    _rotate(seed_file, OTHER_SEED_HEX)
+    clock.now += SEED_FILE_CHECK_INTERVAL_S
+    # The key reported is the key the next signature uses, even though nothing was signed since the rotation.
+    public = signer.public_key_hex
+    assert public == TaskSigner.from_seed(OTHER_SEED_HEX).public_key_hex
+    TaskVerifier(public).verify(ENVELOPE, signer.sign(ENVELOPE))
+
+
+def test_seed_file_is_not_read_for_every_signature(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seed_file = tmp_path / "seed"
+    seed_file.write_text(SEED_HEX)
+    reads: list[object] = []
+    stats: list[object] = []
+    real_read, real_stat = signing._read_key_file, os.stat
+
+    def counting_read(path: str | os.PathLike[str], *, what: str) -> bytearray:
+        reads.append(path)
+        return real_read(path, what=what)
+
+    def counting_stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        stats.append(path)
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(signing, "_read_key_file", counting_read)
+    monkeypatch.setattr(signing.os, "stat", counting_stat)
+    clock = FakeClock()
+    signer = TaskSigner(seed_file=seed_file, clock=clock)
+    signatures = {signer.sign(ENVELOPE) for _ in range(2000)}
+    assert signatures == {SIGNATURE}
+    assert len(reads) == 1 and len(stats) == 1  # both at construction
+    # After a second: one stat finds the file unchanged, so it is not read again.
+    clock.now += SEED_FILE_CHECK_INTERVAL_S
+    for _ in range(2000):
+        signer.sign(ENVELOPE)
+    assert len(reads) == 1 and len(stats) == 2
 
 
 def test_public_key_file(tmp_path: Path) -> None:
