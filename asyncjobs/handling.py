@@ -21,6 +21,7 @@ from asyncjobs.delivery import HandlerContext, error_text, nak
 from asyncjobs.errors import AsyncJobsError, DependenciesFailed, TaskTimeout, TerminateTask
 from asyncjobs.metrics import METRICS
 from asyncjobs.retry import RetryPolicy, retry_delay_ns
+from asyncjobs.settle import UNSTORABLE_RESULT, HandBack
 from asyncjobs.task import Task, TaskResult, TaskState
 from asyncjobs.wiretime import NS_PER_SECOND, WireTime
 
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("asyncjobs")
 
 SHUTDOWN_ERROR: Final = "worker stopped before the handler finished"
-UNSTORABLE_RESULT: Final = "the handler's result cannot be stored"
 
 
 class _Shutdown(Exception):
@@ -42,7 +42,7 @@ class HandlerRunner:
     """Runs handlers for a worker's deliveries.
 
     Args:
-        worker: the worker whose deliveries these are (its ``_settle`` ends each one).
+        worker: the worker whose deliveries these are (its settler ends each one).
         router: the handlers.
         retry_policy: NAK delays for failed tasks.
     """
@@ -101,7 +101,7 @@ class HandlerRunner:
                 await self._unstorable(msg, task, delivered, exc)
                 return
             task.result = TaskResult(payload, WireTime.now())
-            await self.worker._settle(msg, delivered, task, ACK, state=TaskState.COMPLETED)
+            await self.worker.settler.settle(msg, delivered, task, ACK, state=TaskState.COMPLETED)
             return
         await self._failed(msg, task, error, delivered)
 
@@ -122,14 +122,16 @@ class HandlerRunner:
         # Running it again would repeat its side effects for a result that still could not be stored.
         reason = f"{UNSTORABLE_RESULT}: {exc}"
         log.warning("queue %s: terminating task %s: %s", self.worker.queue.name, task.id, reason)
-        await self.worker._settle(msg, delivered, task, TERM, state=TaskState.TERMINATED, reason=reason)
+        await self.worker.settler.settle(msg, delivered, task, TERM, state=TaskState.TERMINATED, reason=reason)
 
     async def _failed(self, msg: Msg, task: Task, error: BaseException, delivered: int) -> None:
         queue = self.worker.queue.name
-        settle = self.worker._settle
+        settle = self.worker.settler.settle
         if isinstance(error, _Shutdown):
             log.info("queue %s: task %s handed back: %s", queue, task.id, SHUTDOWN_ERROR)
-            await settle(msg, delivered, task, nak(0), state=TaskState.RETRY, reason=SHUTDOWN_ERROR, requeue=True)
+            await settle(
+                msg, delivered, task, nak(0), state=TaskState.RETRY, reason=SHUTDOWN_ERROR, hand_back=HandBack.REQUEUE
+            )
             return
         METRICS.handler_error_total.labels(queue, task.type).inc()
         last_err = error_text(error)

@@ -1,7 +1,7 @@
 """The worker: takes items off a queue and runs their tasks' handlers (upstream §1.7 to §1.9 and §3.2 to §3.7).
 
 Each delivered item goes through the same gates as upstream (load, state, deadline, tries, dependencies), is set
-``active``, runs under the queue's max run time, and ends in :meth:`Worker._settle`, the one place that decides
+``active``, runs under the queue's max run time, and ends in :meth:`Settler.settle`, the one place that decides
 how a delivery ends: ``+ACK`` on success, ``+TERM`` when the task reached a final state, or ``-NAK {"delay": <ns>}``
 to hand it back. No hand-back can strand a task: on the queue's last permitted delivery a hand-back becomes a final
 state, or a fresh item when the task was not at fault. Differences from upstream are listed in
@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections import deque
 from typing import TYPE_CHECKING, Final
 
 from nats.aio.msg import Msg
@@ -24,16 +22,15 @@ from asyncjobs.constants import ACK, BLOCKED_NAK_DELAY_NS, ERR_DEPENDENCIES_FAIL
 from asyncjobs.delivery import ACK_TIMEOUT_S, delivery_count, nak
 from asyncjobs.errors import (
     AsyncJobsError,
-    ConfigurationError,
     CorruptDataError,
     SignatureError,
-    TaskConflict,
     TaskNotFound,
 )
-from asyncjobs.handling import UNSTORABLE_RESULT, HandlerRunner
+from asyncjobs.handling import HandlerRunner
 from asyncjobs.metrics import METRICS
 from asyncjobs.puller import Puller
 from asyncjobs.retry import RETRY_LINEAR_TEN_SECONDS, RetryPolicy
+from asyncjobs.settle import HandBack, Settler
 from asyncjobs.task import FAILED_STATES, Task, TaskState
 from asyncjobs.wiretime import NS_PER_SECOND, WireTime
 
@@ -49,10 +46,6 @@ STALE_LAST_TRY: Final = "no outcome was recorded for the last try (its worker st
 _DONE_STATES: Final = frozenset(
     {TaskState.COMPLETED, TaskState.EXPIRED, TaskState.TERMINATED, TaskState.UNREACHABLE, TaskState.QUEUE_ERROR}
 )
-# Final acks are kept this long so they can be sent again once a new consumer leader serves (acks sent to a
-# leader that died, or while there was none, are lost and the item would wait out a whole ack wait).
-ACK_REPLAY_WINDOW_S: Final = 60.0
-ACK_REPLAY_MAX: Final = 100_000
 IDLE_CHECK_INTERVAL_S: Final = 0.2
 LOOP_LAG_CHECK_S: Final = 1.0
 LOOP_LAG_WARN_S: Final = 1.0
@@ -102,8 +95,7 @@ class Worker:
         self.stopping = False
         self.running: dict[str, Task] = {}
         """Tasks whose handler runs in this worker now, by id."""
-        self.recent_acks: deque[tuple[float, str, bytes]] = deque(maxlen=ACK_REPLAY_MAX)
-        self._replaying: asyncio.Task[None] | None = None
+        self.settler = Settler(storage, queue)
         self.handlers = HandlerRunner(self, router, retry_policy)
         self.puller = Puller(
             self.nc,
@@ -111,7 +103,7 @@ class Worker:
             queue.name,
             slots=concurrency,
             deliver=self._deliver,
-            on_recovered=self._replay_acks,
+            on_recovered=self.settler.replay_acks,
         )
 
     async def run(self) -> None:
@@ -151,7 +143,7 @@ class Worker:
         while not self.inbox.empty():
             unstarted.append(self.inbox.get_nowait())
         for msg in unstarted:
-            await self._ack(msg, nak(0))
+            await self.settler.ack(msg, nak(0))
         if self.busy:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.shutdown_grace):
@@ -212,10 +204,10 @@ class Worker:
                     raise
                 # Not ours: something inside the processing raised it. Keep the slot; hand the item back.
                 log.error("queue %s: a stray cancellation while processing an item; handing it back", self.queue.name)
-                await self._ack(msg, nak(RETRY_LINEAR_TEN_SECONDS.delay_ns(1)))
+                await self.settler.ack(msg, nak(RETRY_LINEAR_TEN_SECONDS.delay_ns(1)))
             except Exception:
                 log.exception("queue %s: unexpected error processing an item; handing it back", self.queue.name)
-                await self._ack(msg, nak(RETRY_LINEAR_TEN_SECONDS.delay_ns(1)))
+                await self.settler.ack(msg, nak(RETRY_LINEAR_TEN_SECONDS.delay_ns(1)))
             finally:
                 self.busy -= 1
                 if not self.busy:
@@ -224,35 +216,6 @@ class Worker:
                     self.puller.release()
             if me.cancelling():
                 return  # the worker is stopping: the handed-back item was this slot's last
-
-    # ---- acks -----------------------------------------------------------------------------------------------
-
-    async def _ack(self, msg: Msg, body: bytes) -> None:
-        if body is ACK or body is TERM:
-            self.recent_acks.append((time.monotonic(), msg.reply, body))
-        try:
-            await self.nc.publish(msg.reply, body)
-        except Exception as exc:  # the item is redelivered after AckWait and the gates handle it
-            log.warning("queue %s: could not ack an item (%s): %s", self.queue.name, body.decode(), exc)
-
-    def _replay_acks(self) -> None:
-        """The consumer answers again after a disturbance: its new leader may never have seen our recent acks."""
-        horizon = time.monotonic() - ACK_REPLAY_WINDOW_S
-        while self.recent_acks and self.recent_acks[0][0] < horizon:
-            self.recent_acks.popleft()
-        if self.recent_acks and self._replaying is None and not self.nc.is_closed:
-            self._replaying = asyncio.get_running_loop().create_task(self._resend_acks(list(self.recent_acks)))
-
-    async def _resend_acks(self, acks: list[tuple[float, str, bytes]]) -> None:
-        # Acks are idempotent: one for an item already removed is ignored by the server.
-        log.info("queue %s: re-sending %d recent acks to the consumer's leader", self.queue.name, len(acks))
-        try:
-            for _, reply, body in acks:
-                await self.nc.publish(reply, body)
-        except Exception as exc:
-            log.info("queue %s: re-sending acks stopped: %s", self.queue.name, exc)
-        finally:
-            self._replaying = None
 
     # ---- one item -------------------------------------------------------------------------------------------
 
@@ -264,7 +227,7 @@ class Worker:
         except CorruptDataError as exc:
             METRICS.item_corrupt_error_count.labels(queue).inc()
             log.warning("queue %s: terminating an item: %s", queue, exc)
-            await self._ack(msg, TERM)
+            await self.settler.ack(msg, TERM)
             return
         running = self.running.get(task_id)
         if running is not None:
@@ -277,7 +240,7 @@ class Worker:
                 task_id,
                 self.max_run_time_ns / NS_PER_SECOND,
             )
-            await self._settle(msg, delivered, running, nak(NS_PER_SECOND), requeue=True)
+            await self.settler.settle(msg, delivered, running, nak(NS_PER_SECOND), hand_back=HandBack.REQUEUE)
             return
         task = await self._load(msg, task_id, delivered)
         if task is None:
@@ -299,13 +262,20 @@ class Worker:
             log.info("queue %s: could not set task %s active, handing it back: %s", queue, task_id, exc)
             task.tries -= 1
             task.state = previous
-            await self._settle(msg, delivered, task, nak(RETRY_LINEAR_TEN_SECONDS.delay_ns(delivered)), requeue=True)
+            await self.settler.settle(
+                msg, delivered, task, nak(RETRY_LINEAR_TEN_SECONDS.delay_ns(delivered)), hand_back=HandBack.REQUEUE
+            )
             return
         self.running[task.id] = task
         try:
             await self.handlers.run(msg, task, delivered)
         finally:
             self.running.pop(task.id, None)
+
+    @staticmethod
+    def _later(delivered: int) -> bytes:
+        """The hand-back for a transient problem: look again after a short, growing delay."""
+        return nak(RETRY_LINEAR_TEN_SECONDS.delay_ns(delivered))
 
     async def _load(self, msg: Msg, task_id: str, delivered: int) -> Task | None:
         queue = self.queue.name
@@ -314,20 +284,22 @@ class Worker:
         except TaskNotFound:
             METRICS.task_not_found_error_count.labels(queue).inc()
             log.info("queue %s: task %s does not exist, terminating its item", queue, task_id)
-            await self._ack(msg, TERM)
+            await self.settler.ack(msg, TERM)
         except SignatureError as exc:
             METRICS.task_not_found_error_count.labels(queue).inc()
             log.warning("queue %s: task %s failed signature verification: %s", queue, task_id, exc)
             await self._terminate_untrusted(task_id, str(exc))
-            await self._ack(msg, TERM)
+            await self.settler.ack(msg, TERM)
         except CorruptDataError as exc:
             METRICS.task_not_found_error_count.labels(queue).inc()
             log.warning("queue %s: task %s cannot be decoded, terminating its item: %s", queue, task_id, exc)
-            await self._ack(msg, TERM)
+            await self.settler.ack(msg, TERM)
         except AsyncJobsError as exc:
             METRICS.task_not_found_error_count.labels(queue).inc()
             log.warning("queue %s: could not load task %s, handing it back: %s", queue, task_id, exc)
-            await self._settle(msg, delivered, None, nak(RETRY_LINEAR_TEN_SECONDS.delay_ns(delivered)), requeue=True)
+            await self.settler.settle(
+                msg, delivered, None, nak(RETRY_LINEAR_TEN_SECONDS.delay_ns(delivered)), hand_back=HandBack.REQUEUE
+            )
         return None
 
     async def _terminate_untrusted(self, task_id: str, reason: str) -> None:
@@ -343,24 +315,25 @@ class Worker:
     async def _passes_gates(self, msg: Msg, task: Task, now: WireTime, delivered: int) -> bool:
         queue = self.queue.name
         if task.state in _DONE_STATES:
-            await self._ack(msg, ACK)
+            await self.settler.ack(msg, ACK)
             return False
         if task.state == TaskState.ACTIVE and task.tried_at is not None:
             elapsed = now.unix_ns - task.tried_at.unix_ns
             if elapsed < self.max_run_time_ns:
                 # Another handler may still be running it: look again once its run time is up.
                 wait = nak(max(self.max_run_time_ns - elapsed, NS_PER_SECOND))
-                await self._settle(msg, delivered, task, wait, reason="it was still active in another worker")
+                reason = "it is still active in another worker"
+                await self.settler.settle(msg, delivered, task, wait, reason=reason, hand_back=HandBack.YIELD)
                 return False
         if task.deadline_at is not None and now.unix_ns > task.deadline_at.unix_ns:
             METRICS.task_past_deadline_count.labels(queue).inc()
-            await self._settle(msg, delivered, task, ACK, state=TaskState.EXPIRED, reason=task.last_err)
+            await self.settler.settle(msg, delivered, task, ACK, state=TaskState.EXPIRED, reason=task.last_err)
             return False
         if task.max_tries > 0 and task.tries >= task.max_tries:
             METRICS.task_past_max_tries_count.labels(queue).inc()
             # Still active: the worker of its last try died or lost the item before recording an outcome.
             reason = STALE_LAST_TRY if task.state == TaskState.ACTIVE else task.last_err
-            await self._settle(msg, delivered, task, ACK, state=TaskState.EXPIRED, reason=reason)
+            await self.settler.settle(msg, delivered, task, ACK, state=TaskState.EXPIRED, reason=reason)
             return False
         if task.state == TaskState.BLOCKED and task.dependencies:
             return await self._dependencies_ready(msg, task, delivered)
@@ -376,7 +349,7 @@ class Worker:
                 return False
             except AsyncJobsError as exc:
                 log.info("task %s: could not load dependency %s: %s", task.id, parent_id, exc)
-                await self._settle(msg, delivered, task, nak(BLOCKED_NAK_DELAY_NS), requeue=True)
+                await self.settler.settle(msg, delivered, task, nak(BLOCKED_NAK_DELAY_NS), hand_back=HandBack.REQUEUE)
                 return False
             if parent.state in FAILED_STATES or parent.state == TaskState.UNREACHABLE:
                 reason = f"{ERR_DEPENDENCIES_FAILED}: task {parent_id} is {parent.state.value or 'in an unknown state'}"
@@ -389,84 +362,9 @@ class Worker:
         if not waiting:
             return True
         reason = f"gave up waiting for dependencies after {delivered} deliveries"
-        await self._settle(msg, delivered, task, nak(BLOCKED_NAK_DELAY_NS), reason=reason)
+        await self.settler.settle(msg, delivered, task, nak(BLOCKED_NAK_DELAY_NS), reason=reason)
         return False
 
     async def _unreachable(self, msg: Msg, delivered: int, task: Task, reason: str) -> None:
         METRICS.task_dependencies_failed.inc()
-        await self._settle(msg, delivered, task, TERM, state=TaskState.UNREACHABLE, reason=reason)
-
-    # ---- how a delivery ends --------------------------------------------------------------------------------
-
-    async def _settle(
-        self,
-        msg: Msg,
-        delivered: int,
-        task: Task | None,
-        ack: bytes,
-        *,
-        state: TaskState | None = None,
-        reason: str = "",
-        requeue: bool = False,
-    ) -> None:
-        """End a delivery: store ``state`` (when given), then send ``ack``. Every delivery ends here.
-
-        A hand-back (``-NAK``) on the queue's last permitted delivery would leave an item JetStream never delivers
-        again, so it becomes a fresh item when the task was not at fault (``requeue``: the worker stopped, the
-        store was unavailable, a race) and a final ``expired`` state otherwise. An outcome that cannot be stored
-        keeps its item (handed back) so that a later delivery records one.
-        """
-        queue = self.queue.name
-        last = 0 < self.max_deliver <= delivered
-        if last and ack not in (ACK, TERM):
-            if requeue or task is None:
-                if task is not None and state is not None:
-                    await self._store(task, state, reason)
-                await self._requeue(msg, task, delivered)
-                return
-            state, ack = TaskState.EXPIRED, TERM
-            used_up = f"the queue's max_tries ({self.max_deliver} deliveries) is used up"
-            reason = f"{reason}; {used_up}" if reason else used_up
-            log.warning("queue %s: expiring task %s: %s", queue, task.id, reason)
-        if state is not None and task is not None and not await self._store(task, state, reason):
-            if last:
-                log.error("queue %s: the outcome of task %s is not stored; the reconciler repairs it", queue, task.id)
-            else:
-                ack = nak(RETRY_LINEAR_TEN_SECONDS.delay_ns(delivered))
-        await self._ack(msg, ack)
-
-    async def _requeue(self, msg: Msg, task: Task | None, delivered: int) -> None:
-        """Replace an item on its last permitted delivery by a fresh one (the task was not at fault)."""
-        task_id = task.id if task is not None else codec.decode_item(msg.data)
-        log.warning(
-            "queue %s: delivery %d of task %s was the queue's last permitted one and the task was not at fault; "
-            "queueing a fresh item for it",
-            self.queue.name,
-            delivered,
-            task_id,
-        )
-        try:
-            await self.storage.republish_item(task_id, self.queue)
-        except AsyncJobsError as exc:
-            log.error("queue %s: could not requeue task %s (%s); the reconciler will", self.queue.name, task_id, exc)
-            await self._ack(msg, TERM)
-
-    async def _store(self, task: Task, state: TaskState, last_err: str) -> bool:
-        """Record an outcome; ``False`` when it could not be stored (a changed or deleted task counts as done)."""
-        task.state = state
-        task.last_err = last_err
-        task.tried_at = WireTime.now()
-        try:
-            await self.storage.save_or_discard(task)
-        except (TaskConflict, TaskNotFound) as exc:
-            log.info("queue %s: task %s changed while its handler ran: %s", self.queue.name, task.id, exc)
-        except ConfigurationError as exc:  # the outcome itself cannot be stored: a result over max_payload
-            if state is not TaskState.COMPLETED:
-                log.error("queue %s: could not store task %s as %s: %s", self.queue.name, task.id, state.value, exc)
-                return False
-            task.result = None
-            return await self._store(task, TaskState.TERMINATED, f"{UNSTORABLE_RESULT}: {exc}")
-        except AsyncJobsError as exc:
-            log.warning("queue %s: could not store task %s as %s: %s", self.queue.name, task.id, state.value, exc)
-            return False
-        return True
+        await self.settler.settle(msg, delivered, task, TERM, state=TaskState.UNREACHABLE, reason=reason)

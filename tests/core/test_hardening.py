@@ -13,6 +13,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 import asyncjobs
+import asyncjobs.wiretime
 from asyncjobs import TaskState
 from asyncjobs.testing import eventually
 from tests.core.conftest import ClientFactory, running, wait_state
@@ -283,3 +284,24 @@ def _queue_empty(client: asyncjobs.Client, queue: str) -> Any:
         return (await client.admin.queue_info(queue)).items == 0
 
     return check
+
+
+async def test_last_delivery_of_a_task_running_elsewhere_leaves_it_to_that_run(make_client: ClientFactory) -> None:
+    # Another worker runs the task (stored active, started just now) and this delivery is the queue's last one:
+    # the item is dropped rather than expiring a task whose handler is still working on it.
+    client = await make_client(queue=asyncjobs.Queue("YIELD", max_tries=1, max_run_time=60))
+    task = await client.enqueue(asyncjobs.Task("x"))
+    stored = await client.get_task(task.id)
+    stored.state, stored.tries, stored.tried_at = TaskState.ACTIVE, 1, asyncjobs.wiretime.WireTime.now()
+    await client._storage.save_task(stored)
+    runs: list[str] = []
+    router = asyncjobs.Router()
+
+    @router.handler("x")
+    async def handle(task: asyncjobs.Task) -> None:
+        runs.append(task.id)
+
+    async with running(client, router):
+        await eventually(_queue_empty(client, "YIELD"), message="the item dropped")
+    assert runs == []
+    assert (await client.get_task(task.id)).state == TaskState.ACTIVE

@@ -1,0 +1,188 @@
+"""How a delivery ends: the one place that stores a delivery's outcome and sends its ack.
+
+Every path of the worker (gates, handler outcomes, hand-backs, shutdown) ends in :meth:`Settler.settle`, so no path
+can skip the check of the queue's last permitted delivery or leave an outcome unstored behind an ``+ACK``:
+
+* A hand-back (``-NAK``) on the last permitted delivery (the consumer's ``max_deliver``) would leave an item JetStream
+  never delivers again. What happens instead depends on why the item was handed back (:class:`HandBack`).
+* An outcome that cannot be stored (the store stayed unavailable past the retry window) keeps its item: it is handed
+  back, so a later delivery records one, instead of being acked with the task left ``active``.
+* Final acks (``+ACK``, ``+TERM``) are kept for a minute and sent again when the consumer answers after a
+  disturbance (a new leader, a reconnect), since acks sent to a leader that died are lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from enum import Enum
+from typing import TYPE_CHECKING, Final
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from asyncjobs import codec
+from asyncjobs.constants import ACK, TERM
+from asyncjobs.delivery import nak
+from asyncjobs.errors import AsyncJobsError, ConfigurationError, TaskConflict, TaskNotFound
+from asyncjobs.retry import RETRY_LINEAR_TEN_SECONDS
+from asyncjobs.task import Task, TaskState
+from asyncjobs.wiretime import WireTime
+
+if TYPE_CHECKING:
+    from asyncjobs.queue import Queue
+    from asyncjobs.storage import Storage
+
+log = logging.getLogger("asyncjobs")
+
+UNSTORABLE_RESULT: Final = "the handler's result cannot be stored"
+# Final acks are kept this long so they can be sent again once a new consumer leader serves.
+ACK_REPLAY_WINDOW_S: Final = 60.0
+ACK_REPLAY_MAX: Final = 100_000
+
+
+class HandBack(Enum):
+    """Why an item is handed back (``-NAK``), which decides what its last permitted delivery does instead."""
+
+    RETRY = "retry"
+    """The task failed or waits for its dependencies: on the last delivery it ends ``expired``."""
+    REQUEUE = "requeue"
+    """The task was not at fault (the worker stopped, the store was unavailable, a lost race): on the last delivery
+    a fresh item replaces the old one."""
+    YIELD = "yield"
+    """Another handler runs the task right now and owns its outcome: on the last delivery the item is dropped
+    (``+TERM``); should that handler hand it back, the reconciler republishes it."""
+
+
+class Settler:
+    """Ends the deliveries of one queue.
+
+    Args:
+        storage: task storage.
+        queue: the bound queue, with the server's settings (its ``max_tries`` is the consumer's ``max_deliver``).
+    """
+
+    def __init__(self, storage: Storage, queue: Queue) -> None:
+        self.storage = storage
+        self.nc: NATS = storage.nc
+        self.queue = queue
+        self.max_deliver = queue.max_tries
+        self.recent_acks: deque[tuple[float, str, bytes]] = deque(maxlen=ACK_REPLAY_MAX)
+        self._replaying: asyncio.Task[None] | None = None
+
+    def is_last(self, delivered: int) -> bool:
+        """Whether JetStream will not deliver the item again after this delivery."""
+        return 0 < self.max_deliver <= delivered
+
+    async def settle(
+        self,
+        msg: Msg,
+        delivered: int,
+        task: Task | None,
+        ack: bytes,
+        *,
+        state: TaskState | None = None,
+        reason: str = "",
+        hand_back: HandBack = HandBack.RETRY,
+    ) -> None:
+        """End a delivery: store ``state`` with ``reason`` (when given), then send ``ack``.
+
+        Args:
+            msg: the delivered item.
+            delivered: its delivery count.
+            task: the task, when it could be loaded.
+            ack: ``ACK``, ``TERM`` or a ``-NAK`` body.
+            state: the state to store first, if any.
+            reason: its ``last_err``.
+            hand_back: for a ``-NAK``, why, which decides the last permitted delivery.
+        """
+        queue = self.queue.name
+        last = self.is_last(delivered)
+        if last and ack is not ACK and ack is not TERM:
+            if hand_back is HandBack.REQUEUE or task is None:
+                if task is not None and state is not None:
+                    await self.store(task, state, reason)
+                await self._requeue(msg, task, delivered)
+                return
+            if hand_back is HandBack.YIELD:
+                log.warning("queue %s: dropping the last permitted item of task %s: %s", queue, task.id, reason)
+                await self.ack(msg, TERM)
+                return
+            state, ack = TaskState.EXPIRED, TERM
+            used_up = f"the queue's max_tries ({self.max_deliver} deliveries) is used up"
+            reason = f"{reason}; {used_up}" if reason else used_up
+            log.warning("queue %s: expiring task %s: %s", queue, task.id, reason)
+        if state is not None and task is not None and not await self.store(task, state, reason):
+            if last:
+                log.error("queue %s: the outcome of task %s is not stored; the reconciler repairs it", queue, task.id)
+            else:
+                ack = nak(RETRY_LINEAR_TEN_SECONDS.delay_ns(delivered))
+        await self.ack(msg, ack)
+
+    async def _requeue(self, msg: Msg, task: Task | None, delivered: int) -> None:
+        """Replace an item on its last permitted delivery by a fresh one (the task was not at fault)."""
+        task_id = task.id if task is not None else codec.decode_item(msg.data)
+        log.warning(
+            "queue %s: delivery %d of task %s was the queue's last permitted one and the task was not at fault; "
+            "queueing a fresh item for it",
+            self.queue.name,
+            delivered,
+            task_id,
+        )
+        try:
+            await self.storage.republish_item(task_id, self.queue)
+        except AsyncJobsError as exc:
+            log.error("queue %s: could not requeue task %s (%s); the reconciler will", self.queue.name, task_id, exc)
+            await self.ack(msg, TERM)
+
+    async def store(self, task: Task, state: TaskState, last_err: str) -> bool:
+        """Record an outcome; ``False`` when it could not be stored (a changed or deleted task counts as done)."""
+        task.state = state
+        task.last_err = last_err
+        task.tried_at = WireTime.now()
+        try:
+            await self.storage.save_or_discard(task)
+        except (TaskConflict, TaskNotFound) as exc:
+            log.info("queue %s: task %s changed while its handler ran: %s", self.queue.name, task.id, exc)
+        except ConfigurationError as exc:  # the outcome itself cannot be stored: a result over max_payload
+            if state is not TaskState.COMPLETED:
+                log.error("queue %s: could not store task %s as %s: %s", self.queue.name, task.id, state.value, exc)
+                return False
+            task.result = None
+            return await self.store(task, TaskState.TERMINATED, f"{UNSTORABLE_RESULT}: {exc}")
+        except AsyncJobsError as exc:
+            log.warning("queue %s: could not store task %s as %s: %s", self.queue.name, task.id, state.value, exc)
+            return False
+        return True
+
+    # ---- acks -----------------------------------------------------------------------------------------------
+
+    async def ack(self, msg: Msg, body: bytes) -> None:
+        """Send an ack body for a delivered item (no reply awaited: a lost ack means a redelivery the gates settle)."""
+        if body is ACK or body is TERM:
+            self.recent_acks.append((time.monotonic(), msg.reply, body))
+        try:
+            await self.nc.publish(msg.reply, body)
+        except Exception as exc:  # the item is redelivered after AckWait and the gates handle it
+            log.warning("queue %s: could not ack an item (%s): %s", self.queue.name, body.decode(), exc)
+
+    def replay_acks(self) -> None:
+        """The consumer answers again after a disturbance: its new leader may never have seen our recent acks."""
+        horizon = time.monotonic() - ACK_REPLAY_WINDOW_S
+        while self.recent_acks and self.recent_acks[0][0] < horizon:
+            self.recent_acks.popleft()
+        if self.recent_acks and self._replaying is None and not self.nc.is_closed:
+            self._replaying = asyncio.get_running_loop().create_task(self._resend(list(self.recent_acks)))
+
+    async def _resend(self, acks: list[tuple[float, str, bytes]]) -> None:
+        # Acks are idempotent: one for an item already removed is ignored by the server.
+        log.info("queue %s: re-sending %d recent acks to the consumer's leader", self.queue.name, len(acks))
+        try:
+            for _, reply, body in acks:
+                with contextlib.suppress(Exception):
+                    await self.nc.publish(reply, body)
+        finally:
+            self._replaying = None
