@@ -33,18 +33,16 @@ if TYPE_CHECKING:
 _NAME_RE: Final = re.compile(r"[a-zA-Z0-9_:-]+")
 _NAME_CHARS: Final = "letters, digits, '_', ':' and '-'"
 
+_SHORTER_ID: Final = "use a shorter id (a hash of the natural key)"
+# The length limit and the fix for each kind of name; other names get the task id limit.
 _LENGTH_LIMITS: Final = {
-    "task id": MAX_TASK_ID_LENGTH,
-    "task dependency id": MAX_TASK_ID_LENGTH,
-    "task type": MAX_TASK_TYPE_LENGTH,
-    "queue name": MAX_QUEUE_NAME_LENGTH,
-}
-_LENGTH_FIXES: Final = {
-    MAX_TASK_ID_LENGTH: "use a shorter id (a hash of the natural key)",
-    MAX_TASK_TYPE_LENGTH: "use a shorter type",
-    MAX_QUEUE_NAME_LENGTH: (
+    "task id": (MAX_TASK_ID_LENGTH, _SHORTER_ID),
+    "task dependency id": (MAX_TASK_ID_LENGTH, _SHORTER_ID),
+    "task type": (MAX_TASK_TYPE_LENGTH, "use a shorter type"),
+    "queue name": (
+        MAX_QUEUE_NAME_LENGTH,
         f"use a shorter name (its stream {QUEUE_STREAM_PREFIX}<name> may have at most {MAX_STREAM_NAME_LENGTH} "
-        "characters)"
+        "characters)",
     ),
 }
 
@@ -114,10 +112,11 @@ def validate_name(value: str, what: str, *, max_length: int | None = None) -> st
     """
     if not isinstance(value, str):
         raise InvalidNameError(f"{what} must be a string of {_NAME_CHARS}, not {type(value).__name__}")
-    limit = _LENGTH_LIMITS.get(what, MAX_TASK_ID_LENGTH) if max_length is None else max_length
+    limit, fix = _LENGTH_LIMITS.get(what, (MAX_TASK_ID_LENGTH, "use a shorter one"))
+    if max_length is not None:
+        limit = max_length
     # Length first: it is cheap, and a huge value is not worth a regex nor a full repr in the message.
     if len(value) > limit:
-        fix = _LENGTH_FIXES.get(limit, "use a shorter one")
         raise InvalidNameError(f"{what} is {len(value)} characters, over the limit of {limit}: {fix}")
     if _NAME_RE.fullmatch(value) is None:
         raise InvalidNameError(f"{what} is invalid: {value!r} must match {NAME_PATTERN}: use only {_NAME_CHARS}")

@@ -1,0 +1,125 @@
+"""Connection failures name their real cause and the fix: authorization, TLS, missing files, no JetStream."""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+import asyncjobs
+from asyncjobs.server import NatsServer
+from tests.core.test_security_and_metrics import _self_signed
+
+
+@pytest.fixture
+async def password_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
+    config = tmp_path / "auth.conf"
+    config.write_text('authorization { users = [ { user: "aj", password: "s3cret" } ] }\n')
+    async with NatsServer(extra_args=["-c", str(config)]) as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    ("credentials", "fix"),
+    [
+        ({"user": "aj", "password": "wrong"}, "check the user and password"),
+        ({"user": "nobody", "password": "s3cret"}, "check the user and password"),
+        ({"token": "not-a-token"}, "check the token"),
+        ({}, "the server requires authentication: pass user and password"),
+    ],
+)
+async def test_wrong_credentials_name_the_authorization_violation(
+    password_server: NatsServer, credentials: dict[str, str], fix: str
+) -> None:
+    url = password_server.url
+    with pytest.raises(asyncjobs.JetStreamError) as caught:
+        await asyncjobs.connect(url, connect_timeout=1, **credentials)
+    message = str(caught.value)
+    assert message.startswith(f"cannot connect to NATS at {url}: authorization violation: {fix}")
+    assert "no servers available" not in message
+
+
+async def test_wrong_nkey_names_the_authorization_violation(password_server: NatsServer, tmp_path: Path) -> None:
+    import nkeys
+
+    seed_file = tmp_path / "user.nk"
+    seed_file.write_bytes(nkeys.encode_seed(bytes(range(32)), nkeys.PREFIX_BYTE_USER))
+    with pytest.raises(asyncjobs.JetStreamError, match="authorization violation: check the nkey seed file"):
+        await asyncjobs.connect(password_server.url, connect_timeout=1, nkey_seed_file=str(seed_file))
+
+
+@pytest.mark.parametrize("option", ["tls_ca_file", "creds_file", "nkey_seed_file"])
+async def test_missing_files_are_named_before_connecting(option: str, tmp_path: Path) -> None:
+    missing = tmp_path / "missing.pem"
+    # Nothing listens on port 1: the file is reported before any connection is tried.
+    with pytest.raises(asyncjobs.ConfigurationError, match=f"^{option} '{re.escape(str(missing))}' does not exist: "):
+        await asyncjobs.connect("nats://127.0.0.1:1", **{option: str(missing)})
+
+
+async def test_cert_and_key_must_be_pem(tmp_path: Path) -> None:
+    not_pem = tmp_path / "ca.txt"
+    not_pem.write_text("not a certificate")
+    with pytest.raises(asyncjobs.ConfigurationError, match=r"TLS CA file .* holds no usable certificate"):
+        await asyncjobs.connect("nats://127.0.0.1:1", tls_ca_file=str(not_pem))
+
+
+@pytest.fixture
+async def tls_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
+    cert, key = _self_signed(tmp_path)
+    async with NatsServer(extra_args=["--tls", "--tlscert", str(cert), "--tlskey", str(key)]) as server:
+        yield server
+
+
+async def test_tls_verification_failure_is_named_at_once(tls_server: NatsServer, tmp_path: Path) -> None:
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    other_ca, _ = _self_signed(other_dir)
+    for options in ({}, {"tls_ca_file": str(other_ca)}):
+        started = time.monotonic()
+        with pytest.raises(asyncjobs.JetStreamError) as caught:
+            await asyncjobs.connect(tls_server.url, connect_timeout=1, **options)
+        message = str(caught.value)
+        assert "TLS certificate verification failed (self-signed certificate): pass tls_ca_file" in message
+        assert "no connection within" not in message
+        # nats-py never returns after a failed certificate check; the client gives up on the first report.
+        assert time.monotonic() - started < 3
+
+
+async def test_connection_refused_is_named() -> None:
+    with socket.socket() as sock:  # a free port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(asyncjobs.JetStreamError, match="connection refused: check that nats-server runs"):
+        await asyncjobs.connect(f"nats://127.0.0.1:{port}", connect_timeout=1)
+
+
+JS_NOT_ENABLED = (
+    r"JetStream is not enabled on the NATS server at nats://127\.0\.0\.1:\d+ \(or not for this account\): "
+    r"start nats-server with -js, or enable JetStream for the account"
+)
+
+
+async def test_server_without_jetstream() -> None:
+    async with NatsServer(jetstream=False) as server:
+        with pytest.raises(asyncjobs.JetStreamError, match=JS_NOT_ENABLED):
+            await asyncjobs.connect(server.url, queue="NOJS")
+
+
+async def test_account_without_jetstream(tmp_path: Path) -> None:
+    config = tmp_path / "accounts.conf"
+    config.write_text(
+        "accounts {\n"
+        '  WITH: { jetstream: enabled, users: [ { user: "js", password: "js" } ] }\n'
+        '  WITHOUT: { users: [ { user: "plain", password: "plain" } ] }\n'
+        "}\n"
+    )
+    async with NatsServer(extra_args=["-c", str(config)]) as server:
+        with pytest.raises(asyncjobs.JetStreamError, match=JS_NOT_ENABLED) as caught:
+            await asyncjobs.connect(server.url, user="plain", password="plain")
+        assert caught.value.err_code == 10039
+        async with await asyncjobs.connect(server.url, user="js", password="js", queue="ACCT") as client:
+            await client.enqueue(asyncjobs.Task("x"))
