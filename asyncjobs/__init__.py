@@ -48,6 +48,7 @@ from asyncjobs.errors import (
     TerminateTask,
     WaitTimeout,
 )
+from asyncjobs.events import EventStream
 from asyncjobs.options import ClientOptions
 from asyncjobs.queue import Queue
 from asyncjobs.remote import ExternalCommand, RequestReplyHandler, serve_remote_handler
@@ -92,6 +93,7 @@ __all__ = [
     "DuplicateTaskError",
     "EnqueueError",
     "Event",
+    "EventStream",
     "ExponentialPolicy",
     "ExternalCommand",
     "Handler",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine, Iterable
+from collections.abc import Coroutine, Iterable
 from enum import Enum
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
@@ -15,7 +15,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.subscription import Subscription
 
 from asyncjobs.admin import Admin
-from asyncjobs.codec import Event, TaskStateEvent, decode_event
+from asyncjobs.codec import TaskStateEvent, decode_event
 from asyncjobs.constants import TASK_EVENT_PREFIX
 from asyncjobs.errors import (
     AsyncJobsError,
@@ -26,7 +26,7 @@ from asyncjobs.errors import (
     TaskNotFound,
     WaitTimeout,
 )
-from asyncjobs.events import iterate_events
+from asyncjobs.events import EventStream, iterate_events
 from asyncjobs.jsapi import JetStream
 from asyncjobs.metrics import MetricsServer, serve_metrics
 from asyncjobs.options import ClientOptions
@@ -69,7 +69,7 @@ class Client:
             nc, timeout=options.request_timeout, api_prefix=options.api_prefix, retry_window=options.retry_window
         )
         self._signer = _signer(options)
-        self._storage = Storage(nc, self._js, discard=options.discard, verifier=_verifier(options))
+        self._storage = Storage(nc, self._js, discard=options.discard, verifier=_verifier(options, self._signer))
         self._queue = options.queue
         self._state = _Lifecycle.NEW
         self._workers: set[asyncio.Task[None]] = set()
@@ -295,10 +295,14 @@ class Client:
         self._check_open()
         await self._storage.delete_task(task_id)
 
-    def events(self, task_id: str | None = None, *, replay: bool = False) -> AsyncIterator[Event]:
+    def events(self, task_id: str | None = None, *, replay: bool = False) -> EventStream:
         """Iterate over lifecycle events of every task, or of one task.
 
-        With ``replay`` the events kept in the events stream (``persist_events=True``) come first.
+        With ``replay`` the events kept in the events stream (``persist_events=True``) come first. The stream is
+        also an async context manager; breaking out of ``async for`` releases its subscription too.
+
+        Raises:
+            InvalidNameError: ``task_id`` is not a valid task id.
         """
         self._check_open()
         return iterate_events(self._nc, task_id=task_id, replay=replay, api_prefix=self._js.prefix)
@@ -411,14 +415,14 @@ def _signer(options: ClientOptions) -> TaskSigner | None:
     return None
 
 
-def _verifier(options: ClientOptions) -> TaskVerifier | None:
+def _verifier(options: ClientOptions, signer: TaskSigner | None) -> TaskVerifier | None:
     optional = options.signatures_optional
     if options.verification_key is not None:
         return TaskVerifier.from_public_key(options.verification_key, optional=optional)
     if options.verification_key_file is not None:
         return TaskVerifier.from_public_key_file(options.verification_key_file, optional=optional)
-    signer = _signer(options)
     if signer is not None:
-        # Upstream documents that a signing seed (or seed file) also verifies but never does (§1.2); we do.
-        return TaskVerifier.from_public_key(signer.public_key_hex, optional=optional)
+        # Upstream documents that a signing seed (or seed file) also verifies but never does (§1.2); we do, with
+        # every key the signer has used, so a rotated seed file does not reject the client's own tasks.
+        return TaskVerifier.for_signer(signer, optional=optional)
     return None

@@ -59,14 +59,19 @@ class Queue:
         validate_name(self.name, "queue name")
         if self.max_run_time_ns <= 0:
             raise ConfigurationError(f"queue {self.name!r}: max_run_time must be more than 0 seconds")
-        if not isinstance(self.max_tries, int) or self.max_tries == 0 or self.max_tries < -1:
+        if not _is_int(self.max_tries) or self.max_tries == 0 or self.max_tries < -1:
             raise ConfigurationError(f"queue {self.name!r}: max_tries must be -1 (unlimited) or at least 1")
-        if not 1 <= self.max_concurrent <= MAX_CONCURRENT_LIMIT:
+        if not _is_int(self.max_concurrent) or not 1 <= self.max_concurrent <= MAX_CONCURRENT_LIMIT:
             raise ConfigurationError(
-                f"queue {self.name!r}: max_concurrent must be between 1 and {MAX_CONCURRENT_LIMIT}"
+                f"queue {self.name!r}: max_concurrent must be an integer between 1 and {MAX_CONCURRENT_LIMIT}"
             )
-        if self.max_entries is not None and self.max_entries < 1:
-            raise ConfigurationError(f"queue {self.name!r}: max_entries must be at least 1, or None for unlimited")
+        if self.max_entries is not None and (not _is_int(self.max_entries) or self.max_entries < 1):
+            raise ConfigurationError(
+                f"queue {self.name!r}: max_entries must be an integer of at least 1, or None for unlimited"
+            )
+        for flag in ("discard_old", "no_create"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigurationError(f"queue {self.name!r}: {flag} must be True or False")
         to_ns(self.max_age, name="max_age")
 
     @classmethod
@@ -157,3 +162,8 @@ class Queue:
             max_entries=max_msgs if max_msgs > 0 else None,
             discard_old=stream.get("discard") == "old",
         )
+
+
+def _is_int(value: object) -> bool:
+    """An int that is not a bool (``True`` would otherwise pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -79,7 +79,7 @@ class LinearPolicy:
         # type() rather than isinstance(): True is an int too, and no sensible step count.
         if type(self.steps) is not int or self.steps < 1:
             raise ConfigurationError(f"retry policy steps must be an integer of at least 1, got {self.steps!r}")
-        if not math.isfinite(self.jitter) or self.jitter < 0:
+        if isinstance(self.jitter, bool) or not math.isfinite(self.jitter) or self.jitter < 0:
             raise ConfigurationError(f"retry policy jitter must be a finite number >= 0, got {self.jitter!r}")
         min_ns = to_ns(self.min_s, name="retry policy min_s")
         max_ns = to_ns(self.max_s, name="retry policy max_s")

@@ -135,6 +135,7 @@ class TaskSigner:
             self._file_stamp = self._stamp()
         # A file signer loads the key once here so a bad file fails at start-up, not at the first enqueue.
         self._key: Ed25519PrivateKey = self._load(seed)
+        self._used: list[Ed25519PublicKey] = [self._key.public_key()]
 
     @classmethod
     def from_seed(cls, seed: bytes | str) -> TaskSigner:
@@ -194,6 +195,9 @@ class TaskSigner:
             # Read before the stamp is kept: a failed read is retried at the next check, not forgotten.
             self._key = self._load(None)
             self._file_stamp = stamp
+            public = self._key.public_key()
+            if all(public != used for used in self._used):
+                self._used.append(public)
         self._checked_at = now
         return self._key
 
@@ -205,6 +209,12 @@ class TaskSigner:
             ConfigurationError: the seed file changed and can no longer be read, or is malformed.
         """
         return _public_hex(self._current_key().public_key())
+
+    def public_keys(self) -> tuple[Ed25519PublicKey, ...]:
+        """Every public key this signer has signed with since it was built, newest first (a rotated seed file
+        leaves tasks signed with the old key in flight)."""
+        self._current_key()
+        return tuple(reversed(self._used))
 
     def sign(self, envelope: bytes) -> str:
         """Sign an envelope from :func:`signature_envelope`.
@@ -239,6 +249,16 @@ class TaskVerifier:
         )
         self.optional: bool = optional
         """Whether unsigned tasks are accepted."""
+        self._signer: TaskSigner | None = None
+
+    @classmethod
+    def for_signer(cls, signer: TaskSigner, *, optional: bool = False) -> TaskVerifier:
+        """A verifier accepting every key ``signer`` has used, so a client signing from a seed file still verifies
+        its own tasks after the file is rotated, those signed before the rotation included.
+        """
+        verifier = cls(signer.public_key_hex, optional=optional)
+        verifier._signer = signer
+        return verifier
 
     @classmethod
     def from_public_key(cls, key: bytes | str, *, optional: bool = False) -> TaskVerifier:
@@ -285,10 +305,14 @@ class TaskVerifier:
             raise InvalidSignature("invalid task signature") from None
         if len(signature) != SIGNATURE_SIZE or len(signature_hex) != 2 * SIGNATURE_SIZE:
             raise InvalidSignature("invalid task signature")
-        try:
-            self._key.verify(signature, envelope)
-        except self._exceptions:
-            raise InvalidSignature("invalid task signature") from None
+        keys = (self._key,) if self._signer is None else self._signer.public_keys()
+        for key in keys:
+            try:
+                key.verify(signature, envelope)
+            except self._exceptions:
+                continue
+            return
+        raise InvalidSignature("invalid task signature")
 
 
 def _crypto_exceptions() -> type[Exception]:

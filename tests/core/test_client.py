@@ -49,6 +49,11 @@ async def test_invalid_options_fail_before_connecting(options: dict[str, object]
         ({"name": "Q", "max_concurrent": 0}, "max_concurrent"),
         ({"name": "Q", "max_entries": 0}, "max_entries"),
         ({"name": "Q", "max_age": -5}, "max_age"),
+        ({"name": "Q", "max_tries": True}, "max_tries"),
+        ({"name": "Q", "max_concurrent": True}, "max_concurrent must be an integer"),
+        ({"name": "Q", "max_concurrent": "7"}, "max_concurrent must be an integer"),
+        ({"name": "Q", "max_entries": True}, "max_entries must be an integer"),
+        ({"name": "Q", "discard_old": 1}, "discard_old must be True or False"),
     ],
 )
 def test_invalid_queues(kwargs: dict[str, object], fragment: str) -> None:

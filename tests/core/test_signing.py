@@ -285,3 +285,22 @@ def test_missing_cryptography_is_explained(monkeypatch: pytest.MonkeyPatch) -> N
         TaskSigner.from_seed(SEED_HEX)
     with pytest.raises(ConfigurationError, match=r"pip install 'asyncjobs\[signing\]'"):
         TaskVerifier.from_public_key(PUBLIC_HEX)
+
+
+def test_a_signers_verifier_accepts_every_key_it_used(tmp_path: Path) -> None:
+    # A client signing from a seed file verifies its own tasks: those signed before a rotation stay valid.
+    seed_file = tmp_path / "seed"
+    seed_file.write_text(SEED_HEX)
+    clock = FakeClock()
+    signer = TaskSigner(seed_file=seed_file, clock=clock)
+    verifier = TaskVerifier.for_signer(signer)
+    before = signer.sign(ENVELOPE)
+    _rotate(seed_file, OTHER_SEED_HEX)
+    clock.now += SEED_FILE_CHECK_INTERVAL_S
+    after = signer.sign(ENVELOPE)
+    assert after != before
+    verifier.verify(ENVELOPE, before)
+    verifier.verify(ENVELOPE, after)
+    stranger = TaskSigner.from_seed("ab" * 32).sign(ENVELOPE)
+    with pytest.raises(InvalidSignature):
+        verifier.verify(ENVELOPE, stranger)
