@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,14 +15,17 @@ from nats.js import api
 
 from asyncjobs import codec
 from asyncjobs.constants import (
+    CONFIG_BUCKET,
     QUEUE_CONSUMER,
     QUEUE_DISCOVERY_SUBJECT,
+    QUEUE_PURGED_KEY_PREFIX,
     QUEUE_STREAM_PREFIX,
     TASKS_STREAM,
     TASKS_SUBJECTS,
 )
-from asyncjobs.errors import ConfigurationError, CorruptDataError, JetStreamError
+from asyncjobs.errors import AsyncJobsError, ConfigurationError, CorruptDataError, JetStreamError
 from asyncjobs.jsapi import QUEUE_ERRORS, JetStream
+from asyncjobs.kv import KeyValue
 from asyncjobs.queue import Queue
 from asyncjobs.storage import Storage
 from asyncjobs.task import Task, TaskState, validate_name
@@ -118,7 +122,10 @@ class Admin:
         )
 
     async def purge_queue(self, name: str) -> None:
-        """Remove every item from a queue (the tasks stay in the store).
+        """Remove every item from a queue.
+
+        The tasks stay in the store; the reconciler of the queue's workers ends those that were waiting as
+        ``expired`` (``its work item was removed when queue ... was purged``), since their work was dropped.
 
         Raises:
             QueueNotFound: no such queue.
@@ -127,9 +134,10 @@ class Admin:
         await self._js.api(
             f"STREAM.PURGE.{QUEUE_STREAM_PREFIX}{name}", None, f"purging queue {name!r}", errors=QUEUE_ERRORS
         )
+        await self._record_purge(name)
 
     async def delete_queue(self, name: str) -> None:
-        """Delete a queue and its items (the tasks stay in the store).
+        """Delete a queue and its items (the tasks stay in the store, ended as for :meth:`purge_queue`).
 
         Raises:
             QueueNotFound: no such queue.
@@ -138,6 +146,18 @@ class Admin:
         await self._js.api(
             f"STREAM.DELETE.{QUEUE_STREAM_PREFIX}{name}", None, f"deleting queue {name!r}", errors=QUEUE_ERRORS
         )
+        await self._record_purge(name)
+
+    async def _record_purge(self, name: str) -> None:
+        # The reconciler ends the queue's tasks whose items an operator removed, rather than queueing them again.
+        try:
+            await KeyValue(self._js, CONFIG_BUCKET).put(QUEUE_PURGED_KEY_PREFIX + name, str(time.time_ns()).encode())
+        except AsyncJobsError as exc:
+            log.warning(
+                "queue %r: could not record its purge (%s); the reconciler will queue its waiting tasks again",
+                name,
+                exc,
+            )
 
     async def tasks_info(self) -> TaskStoreInfo:
         """The task store's size and settings."""

@@ -24,6 +24,9 @@ REQUEST_REPLY_CATCHALL: Final = "catchall"
 CONFIG_BUCKET: Final = "CHORIA_AJ_CONFIGURATION"
 ELECTIONS_BUCKET: Final = "CHORIA_AJ_ELECTIONS"
 ELECTIONS_TTL_NS: Final = 10_000_000_000
+# Ours, in the configuration bucket: when a queue was last purged or deleted (Unix ns), so the reconciler tells
+# items an operator removed from items a crash lost. Go's scheduler only watches scheduled_tasks.*.
+QUEUE_PURGED_KEY_PREFIX: Final = "queue_purged."
 # Our addition: an optional stream keeping lifecycle events so they can be replayed. Go ignores it.
 EVENTS_STREAM: Final = "CHORIA_AJ_EVENTS"
 

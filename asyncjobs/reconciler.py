@@ -12,7 +12,9 @@ and for each one older than the grace period:
 
 * no work item in the queue: a fresh item is published (under a ``Nats-Msg-Id`` derived from the stored task
   version, so concurrent reconcilers in several workers publish one item between them); the worker's gates then
-  run it, or expire it when its tries are used up;
+  run it, or expire it when its tries are used up. Unless the item was removed on purpose: a task older than the
+  queue's last purge (``admin.purge_queue``/``delete_queue`` record it), older than the queue's ``max_age``, or in
+  a full queue that drops its oldest items (``discard_old``) ends ``expired`` with the reason instead;
 * an item the consumer will never deliver again (it used up the queue's ``max_tries`` deliveries, which the
   consumer's counts reveal): a waiting task gets a fresh item; an ``active`` one, whose worker was lost on its last
   permitted delivery, ends ``expired`` and the dead item is deleted.
@@ -30,8 +32,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from asyncjobs.constants import QUEUE_CONSUMER, TASKS_STREAM
+from asyncjobs.constants import CONFIG_BUCKET, QUEUE_CONSUMER, QUEUE_PURGED_KEY_PREFIX, TASKS_STREAM
 from asyncjobs.errors import AsyncJobsError, TaskConflict, TaskNotFound
+from asyncjobs.kv import KeyValue
 from asyncjobs.metrics import METRICS
 from asyncjobs.task import Task, TaskState
 from asyncjobs.wiretime import NS_PER_SECOND, WireTime
@@ -61,7 +64,7 @@ class PassReport:
     republished: list[str] = field(default_factory=list)
     """Tasks that got a fresh work item."""
     expired: list[str] = field(default_factory=list)
-    """Active tasks ended ``expired`` because their item was dead."""
+    """Tasks ended ``expired``: active with a dead item, or waiting for an item removed on purpose."""
     dead_items: int = 0
     """Items in the queue the consumer will not deliver again."""
 
@@ -116,6 +119,7 @@ class Reconciler:
         queue = self.queue
         METRICS.reconciler_pass_total.labels(queue.name).inc()
         report.dead_items = await self._dead_items()
+        purged_ns = await self._purged_at()
         store = await self.storage.js.stream_info(TASKS_STREAM, f"reconciling queue {queue.name!r}")
         store_last_seq = int(store.get("state", {}).get("last_seq", 0))
         now = self.clock()
@@ -133,11 +137,15 @@ class Reconciler:
             items = await asyncio.gather(*(self._item_seq(task) for task in chunk))
             for task, item_seq in zip(chunk, items, strict=True):
                 if item_seq is None:
-                    await self._republish(task, report, "no work item")
+                    dropped = self._dropped_on_purpose(task, purged_ns)
+                    if dropped:
+                        await self._expire(task, None, report, dropped)
+                    else:
+                        await self._republish(task, report, "no work item")
                 elif dead_budget > 0:
                     dead_budget -= 1
                     if task.state == TaskState.ACTIVE:
-                        await self._expire(task, item_seq, report)
+                        await self._expire(task, item_seq, report, LOST_ON_LAST_DELIVERY)
                     else:
                         await self._republish(task, report, "a work item the queue no longer delivers")
         if report.republished or report.expired:
@@ -149,6 +157,29 @@ class Reconciler:
                 len(report.expired),
             )
         return report
+
+    async def _purged_at(self) -> int:
+        """When the queue was last purged or deleted (Unix ns), 0 if never recorded."""
+        entry = await KeyValue(self.storage.js, CONFIG_BUCKET).get(QUEUE_PURGED_KEY_PREFIX + self.queue.name)
+        if entry is None:
+            return 0
+        try:
+            return int(entry.value)
+        except ValueError:
+            return 0
+
+    def _dropped_on_purpose(self, task: Task, purged_ns: int) -> str:
+        """Why the task's missing item was removed on purpose, or ``""`` when it was lost."""
+        queue = self.queue
+        changed = _last_change_ns(task)
+        if changed < purged_ns:
+            when = WireTime(purged_ns).to_datetime().isoformat()
+            return f"its work item was removed when queue {queue.name} was purged at {when}"
+        if queue.max_age_ns and self.clock() - changed > queue.max_age_ns:
+            return f"its work item was dropped after the queue's max_age of {queue.max_age_ns / NS_PER_SECOND:g}s"
+        if queue.discard_old and queue.max_entries:
+            return f"its work item was dropped from the full queue (max_entries {queue.max_entries}, discard_old)"
+        return ""
 
     def _grace_for(self, task: Task) -> int:
         # An active task is legitimately without news for as long as its handler may run.
@@ -192,10 +223,11 @@ class Reconciler:
         METRICS.reconciler_repaired_total.labels(self.queue.name, "republish", task.state.value).inc()
         report.republished.append(task.id)
 
-    async def _expire(self, task: Task, item_seq: int, report: PassReport) -> None:
-        log.warning("queue %s: expiring task %s: %s", self.queue.name, task.id, LOST_ON_LAST_DELIVERY)
+    async def _expire(self, task: Task, item_seq: int | None, report: PassReport, reason: str) -> None:
+        was = task.state.value
+        log.warning("queue %s: expiring task %s: %s", self.queue.name, task.id, reason)
         task.state = TaskState.EXPIRED
-        task.last_err = LOST_ON_LAST_DELIVERY
+        task.last_err = reason
         task.tried_at = WireTime.now()
         try:
             await self.storage.save_or_discard(task)
@@ -204,13 +236,14 @@ class Reconciler:
         except AsyncJobsError as exc:
             log.warning("queue %s: could not expire task %s: %s", self.queue.name, task.id, exc)
             return
-        try:
-            await self.storage.js.api(
-                f"STREAM.MSG.DELETE.{self.queue.stream}", {"seq": item_seq}, f"deleting the dead item of {task.id}"
-            )
-        except AsyncJobsError as exc:  # the next delivery, if any, finds the task expired and acks it
-            log.info("queue %s: could not delete the dead item of task %s: %s", self.queue.name, task.id, exc)
-        METRICS.reconciler_repaired_total.labels(self.queue.name, "expire", TaskState.ACTIVE.value).inc()
+        if item_seq is not None:
+            try:
+                await self.storage.js.api(
+                    f"STREAM.MSG.DELETE.{self.queue.stream}", {"seq": item_seq}, f"deleting the dead item of {task.id}"
+                )
+            except AsyncJobsError as exc:  # the next delivery, if any, finds the task expired and acks it
+                log.info("queue %s: could not delete the dead item of task %s: %s", self.queue.name, task.id, exc)
+        METRICS.reconciler_repaired_total.labels(self.queue.name, "expire", was).inc()
         report.expired.append(task.id)
 
 

@@ -30,6 +30,12 @@ def _reconciler(client: asyncjobs.Client, clock: Callable[[], int] | None = None
     return Reconciler(client._storage, client.admin, client.queue, interval=60, grace=60, clock=clock or _later())
 
 
+async def _delete_item(client: asyncjobs.Client, task_id: str) -> None:
+    queue = client.queue
+    item = await client._storage.js.get_last(queue.stream, queue.subject_prefix + task_id, "finding the item")
+    await client._storage.js.api(f"STREAM.MSG.DELETE.{queue.stream}", {"seq": item.seq}, "deleting the item")
+
+
 async def _items(client: asyncjobs.Client) -> int:
     return (await client.admin.queue_info(client.queue.name)).items
 
@@ -117,7 +123,7 @@ async def test_reconciler_reruns_an_active_task_whose_item_was_lost(make_client:
     stored = await client.get_task(task.id)
     stored.state, stored.tries, stored.tried_at = TaskState.ACTIVE, 1, stored.created_at
     await client._storage.save_task(stored)
-    await client.admin.purge_queue("LOSTACK")  # the item was acked but the outcome never stored
+    await _delete_item(client, task.id)  # the item was acked but the outcome never stored
     report = await _reconciler(client).reconcile()
     assert report.republished == [task.id]
     runs: list[str] = []
@@ -150,6 +156,37 @@ async def test_reconciler_expires_an_active_task_with_a_dead_item(make_client: C
     expired = await client.get_task(task.id)
     assert expired.state == TaskState.EXPIRED and expired.last_err == LOST_ON_LAST_DELIVERY
     assert await _items(client) == 0
+
+
+async def test_reconciler_ends_tasks_whose_items_were_removed_on_purpose(make_client: ClientFactory) -> None:
+    client = await make_client(queue="PURGED", reconcile_interval=None)
+    purged = await client.enqueue(asyncjobs.Task("x"))
+    await client.admin.purge_queue("PURGED")
+    later = asyncjobs.Task("x")
+    await client._storage.save_for_enqueue(later, client.queue)  # after the purge: lost, not dropped
+    report = await _reconciler(client).reconcile()
+    assert report.expired == [purged.id] and report.republished == [later.id]
+    ended = await client.get_task(purged.id)
+    assert ended.state == TaskState.EXPIRED
+    assert ended.last_err.startswith("its work item was removed when queue PURGED was purged at ")
+
+
+@pytest.mark.parametrize(
+    ("queue", "age_s", "reason"),
+    [
+        (asyncjobs.Queue("A"), 10**6, ""),
+        (asyncjobs.Queue("A", max_age=60), 30, ""),
+        (asyncjobs.Queue("A", max_age=60), 90, "dropped after the queue's max_age of 60s"),
+        (asyncjobs.Queue("A", max_entries=10), 10**6, ""),
+        (asyncjobs.Queue("A", max_entries=10, discard_old=True), 1, "dropped from the full queue (max_entries 10"),
+    ],
+)
+def test_items_dropped_by_the_queue_limits(queue: asyncjobs.Queue, age_s: int, reason: str) -> None:
+    task = asyncjobs.Task("x")
+    now = task.created_at.unix_ns + age_s * 1_000_000_000
+    reconciler = Reconciler(None, None, queue, interval=60, grace=60, clock=lambda: now)  # type: ignore[arg-type]
+    found = reconciler._dropped_on_purpose(task, purged_ns=0)
+    assert (reason in found) if reason else found == ""
 
 
 async def test_reconciler_runs_inside_workers(make_client: ClientFactory) -> None:
