@@ -3,39 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Coroutine, Iterable
 from enum import Enum
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
-import nats.errors
 from nats.aio.client import Client as NATS
-from nats.aio.subscription import Subscription
 
 from asyncjobs.admin import Admin
-from asyncjobs.codec import TaskStateEvent, decode_event
-from asyncjobs.constants import TASK_EVENT_PREFIX
 from asyncjobs.errors import (
     AsyncJobsError,
     ClientClosedError,
     ConfigurationError,
-    CorruptDataError,
     InvalidTaskStateError,
-    TaskNotFound,
-    WaitTimeout,
 )
-from asyncjobs.events import EventStream, iterate_events
+from asyncjobs.events import EventStream, iterate_events, wait_final
 from asyncjobs.jsapi import JetStream
 from asyncjobs.metrics import MetricsServer, serve_metrics
 from asyncjobs.options import ClientOptions
+from asyncjobs.provisioning import prepare_events, prepare_queue, prepare_tasks
 from asyncjobs.queue import Queue
 from asyncjobs.reconciler import Reconciler
 from asyncjobs.router import Router
 from asyncjobs.signing import TaskSigner, TaskVerifier
 from asyncjobs.storage import Storage
-from asyncjobs.task import TERMINAL_STATES, Task, TaskState, validate_name
+from asyncjobs.task import Task, TaskState
 from asyncjobs.wiretime import to_ns
 from asyncjobs.worker import Worker
 
@@ -43,9 +36,6 @@ log = logging.getLogger("asyncjobs")
 
 T = TypeVar("T")
 
-WAIT_FINAL_STATES: Final = TERMINAL_STATES | {TaskState.QUEUE_ERROR}
-"""States :meth:`Client.wait` returns on: the task will not change again unless retried."""
-WAIT_REREAD_S: Final = 5.0
 SIGN_YIELD_EVERY: Final = 256
 
 
@@ -81,18 +71,20 @@ class Client:
     async def _open(self) -> None:
         opts = self._options
         if not opts.no_storage_init:
-            await self._storage.prepare_tasks(
-                replicas=opts.replicas, memory=opts.memory_storage, retention_ns=to_ns(opts.task_retention, name="")
+            await prepare_tasks(
+                self._js,
+                replicas=opts.replicas,
+                memory=opts.memory_storage,
+                retention_ns=to_ns(opts.task_retention, name=""),
             )
             if opts.persist_events:
-                await self._storage.prepare_events(
+                await prepare_events(
+                    self._js,
                     replicas=opts.replicas,
                     memory=opts.memory_storage,
                     retention_ns=to_ns(opts.events_retention, name=""),
                 )
-            self._queue = await self._storage.prepare_queue(
-                opts.queue, replicas=opts.replicas, memory=opts.memory_storage
-            )
+            self._queue = await prepare_queue(self._js, opts.queue, replicas=opts.replicas, memory=opts.memory_storage)
         self._state = _Lifecycle.OPEN
 
     # ---- properties -----------------------------------------------------------------------------------------
@@ -251,40 +243,7 @@ class Client:
             WaitTimeout: the task was not final within ``timeout``.
         """
         self._check_open()
-        validate_name(task_id, "task id")
-        sub = await self._nc.subscribe(TASK_EVENT_PREFIX + task_id)
-        try:
-            async with asyncio.timeout(timeout) as scope:
-                return await self._await_final(task_id, sub)
-        except TimeoutError:
-            if scope.expired():
-                raise WaitTimeout(f"task {task_id} did not reach a final state within {timeout:g}s") from None
-            raise
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-
-    async def _await_final(self, task_id: str, sub: Subscription) -> Task:
-        task = await self._storage.load_task(task_id)
-        while task.state not in WAIT_FINAL_STATES:
-            try:
-                msg = await sub.next_msg(timeout=WAIT_REREAD_S)
-            except nats.errors.TimeoutError:
-                task = await self._storage.load_task(task_id)
-                continue
-            try:
-                event = decode_event(msg.data)
-            except CorruptDataError:
-                continue
-            if not isinstance(event, TaskStateEvent) or event.state not in WAIT_FINAL_STATES:
-                continue
-            try:
-                task = await self._storage.load_task(task_id)
-            except TaskNotFound:
-                task.state = event.state  # discarded on reaching its final state
-                task.last_err = event.last_error
-                return task
-        return task
+        return await wait_final(self._nc, self._storage.load_task, task_id, timeout=timeout)
 
     async def delete_task(self, task_id: str) -> None:
         """Erase a task from the store (a queued item for it is terminated when delivered).

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Final, Self
 
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.subscription import Subscription
 from nats.js import api
@@ -15,8 +17,8 @@ from nats.js import api
 from asyncjobs import codec
 from asyncjobs.codec import Event
 from asyncjobs.constants import EVENTS_STREAM, EVENTS_SUBJECTS, TASK_EVENT_PREFIX
-from asyncjobs.errors import CorruptDataError, JetStreamError
-from asyncjobs.task import validate_name
+from asyncjobs.errors import CorruptDataError, JetStreamError, TaskNotFound, WaitTimeout
+from asyncjobs.task import TERMINAL_STATES, Task, TaskState, validate_name
 
 log = logging.getLogger("asyncjobs")
 
@@ -175,3 +177,56 @@ def iterate_events(nc: NATS, *, task_id: str | None = None, replay: bool = False
         InvalidNameError: ``task_id`` breaks the name rule.
     """
     return EventStream(nc, task_id=task_id, replay=replay, api_prefix=api_prefix)
+
+
+WAIT_FINAL_STATES: Final = TERMINAL_STATES | {TaskState.QUEUE_ERROR}
+"""States :func:`wait_final` returns on: the task will not change again unless retried."""
+WAIT_REREAD_S: Final = 5.0
+
+
+async def wait_final(
+    nc: NATS, load: Callable[[str], Awaitable[Task]], task_id: str, *, timeout: float | None = None
+) -> Task:
+    """Wait until a task reaches a final state, following its events; see :meth:`asyncjobs.Client.wait`.
+
+    Subscribes first and reads the store after, so a change in between is not missed; reads the store again every
+    few seconds in case an event is lost (core NATS events are not persisted).
+
+    Raises:
+        TaskNotFound: no task has that id.
+        WaitTimeout: the task was not final within ``timeout``.
+    """
+    sub = await nc.subscribe(event_subject(task_id))
+    try:
+        async with asyncio.timeout(timeout) as scope:
+            return await _follow(sub, load, task_id)
+    except TimeoutError:
+        if scope.expired():
+            raise WaitTimeout(f"task {task_id} did not reach a final state within {timeout:g}s") from None
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
+async def _follow(sub: Subscription, load: Callable[[str], Awaitable[Task]], task_id: str) -> Task:
+    task = await load(task_id)
+    while task.state not in WAIT_FINAL_STATES:
+        try:
+            msg = await sub.next_msg(timeout=WAIT_REREAD_S)
+        except nats.errors.TimeoutError:
+            task = await load(task_id)
+            continue
+        try:
+            event = codec.decode_event(msg.data)
+        except CorruptDataError:
+            continue
+        if not isinstance(event, codec.TaskStateEvent) or event.state not in WAIT_FINAL_STATES:
+            continue
+        try:
+            task = await load(task_id)
+        except TaskNotFound:
+            task.state = event.state  # discarded on reaching its final state
+            task.last_err = event.last_error
+            return task
+    return task

@@ -5,30 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
 from nats.aio.client import Client as NATS
 
 from asyncjobs import codec
 from asyncjobs.constants import (
-    CONFIG_BUCKET,
-    CONFIG_BUCKET_DESCRIPTION,
-    DUPLICATE_WINDOW_NS,
-    ELECTIONS_BUCKET,
-    ELECTIONS_BUCKET_DESCRIPTION,
-    ELECTIONS_TTL_NS,
     ERR_DUPLICATE_ITEM,
-    EVENTS_STREAM,
-    EVENTS_STREAM_DESCRIPTION,
-    EVENTS_SUBJECTS,
     HDR_EXPECTED_LAST_SUBJECT_SEQ,
     HDR_MSG_ID,
-    QUEUE_CONSUMER,
     TASK_EVENT_PREFIX,
     TASK_SUBJECT_PREFIX,
     TASKS_STREAM,
-    TASKS_STREAM_DESCRIPTION,
-    TASKS_SUBJECTS,
 )
 from asyncjobs.errors import (
     AsyncJobsError,
@@ -36,14 +24,13 @@ from asyncjobs.errors import (
     DuplicateTaskError,
     EnqueueError,
     InvalidTaskStateError,
-    JetStreamError,
     JetStreamUnavailable,
     QueueNotFound,
     RequestTimeout,
     TaskConflict,
     TaskNotFound,
 )
-from asyncjobs.jsapi import QUEUE_ERRORS, TASK_ERRORS, JetStream
+from asyncjobs.jsapi import TASK_ERRORS, JetStream
 from asyncjobs.metrics import METRICS
 from asyncjobs.queue import Queue
 from asyncjobs.signing import TaskVerifier
@@ -55,63 +42,6 @@ NO_RESPONDERS_TEXT: Final = "nats: no responders available for request"
 PIPELINE_CHUNK: Final = 512
 # Room left in a message for the subject, headers and protocol line of a task save.
 TASK_ENVELOPE_BYTES: Final = 512
-
-
-def tasks_stream_config(*, replicas: int, memory: bool, retention_ns: int) -> dict[str, Any]:
-    """The ``CHORIA_AJ_TASKS`` configuration (upstream §2.2)."""
-    return {
-        "name": TASKS_STREAM,
-        "description": TASKS_STREAM_DESCRIPTION,
-        "subjects": [TASKS_SUBJECTS],
-        "retention": "limits",
-        "max_consumers": -1,
-        "max_msgs": -1,
-        "max_bytes": -1,
-        "max_age": retention_ns,
-        "max_msgs_per_subject": 1,
-        "max_msg_size": -1,
-        "discard": "old",
-        "storage": "memory" if memory else "file",
-        "num_replicas": replicas,
-        "duplicate_window": DUPLICATE_WINDOW_NS,
-    }
-
-
-def bucket_stream_config(bucket: str, description: str, *, ttl_ns: int, replicas: int, memory: bool) -> dict[str, Any]:
-    """A KV bucket's stream configuration as nats.go creates it (upstream §2.2)."""
-    return {
-        "name": f"KV_{bucket}",
-        "description": description,
-        "subjects": [f"$KV.{bucket}.>"],
-        "retention": "limits",
-        "max_consumers": -1,
-        "max_msgs": -1,
-        "max_bytes": -1,
-        "max_age": ttl_ns,
-        "max_msgs_per_subject": 1,
-        "max_msg_size": -1,
-        "discard": "new",
-        "storage": "memory" if memory else "file",
-        "num_replicas": replicas,
-        "duplicate_window": min(DUPLICATE_WINDOW_NS, ttl_ns) if ttl_ns else DUPLICATE_WINDOW_NS,
-        "allow_rollup_hdrs": True,
-        "deny_delete": True,
-        "allow_direct": True,
-    }
-
-
-def events_stream_config(*, replicas: int, memory: bool, retention_ns: int) -> dict[str, Any]:
-    """Our optional stream that keeps lifecycle events for replay (Go clients ignore it)."""
-    return {
-        "name": EVENTS_STREAM,
-        "description": EVENTS_STREAM_DESCRIPTION,
-        "subjects": [EVENTS_SUBJECTS],
-        "retention": "limits",
-        "max_age": retention_ns,
-        "discard": "old",
-        "storage": "memory" if memory else "file",
-        "num_replicas": replicas,
-    }
 
 
 class Storage:
@@ -136,84 +66,6 @@ class Storage:
         self.js = js
         self.discard = discard
         self.verifier = verifier
-
-    # ---- set-up ---------------------------------------------------------------------------------------------
-
-    async def ensure_stream(self, config: dict[str, Any], what: str) -> dict[str, Any]:
-        """Load a stream, creating it with ``config`` when it does not exist (an existing one is used as it is)."""
-        name = config["name"]
-        try:
-            return await self.js.stream_info(name, what)
-        except QueueNotFound:
-            pass
-        try:
-            return await self.js.api(f"STREAM.CREATE.{name}", config, what)
-        except JetStreamError as exc:
-            # Another process may have created it between our INFO and CREATE; if not, the CREATE error stands.
-            try:
-                return await self.js.stream_info(name, what)
-            except QueueNotFound:
-                raise exc from None
-
-    async def prepare_tasks(self, *, replicas: int, memory: bool, retention_ns: int) -> None:
-        """Create or load ``CHORIA_AJ_TASKS`` and the configuration and election buckets."""
-        await self.ensure_stream(
-            tasks_stream_config(replicas=replicas, memory=memory, retention_ns=retention_ns), "preparing the task store"
-        )
-        for bucket, description, ttl in (
-            (CONFIG_BUCKET, CONFIG_BUCKET_DESCRIPTION, 0),
-            (ELECTIONS_BUCKET, ELECTIONS_BUCKET_DESCRIPTION, ELECTIONS_TTL_NS),
-        ):
-            config = bucket_stream_config(bucket, description, ttl_ns=ttl, replicas=replicas, memory=memory)
-            await self.ensure_stream(config, f"preparing the {bucket} bucket")
-
-    async def prepare_events(self, *, replicas: int, memory: bool, retention_ns: int) -> None:
-        """Create or load the stream that keeps lifecycle events."""
-        config = events_stream_config(replicas=replicas, memory=memory, retention_ns=retention_ns)
-        await self.ensure_stream(config, "preparing the events stream")
-
-    async def prepare_queue(self, queue: Queue, *, replicas: int, memory: bool) -> Queue:
-        """Create or bind a queue's stream and ``WORKERS`` consumer; return it with the server's settings.
-
-        Raises:
-            QueueNotFound: ``no_create`` is set and the queue does not exist.
-            QueueConsumerNotFound: ``no_create`` is set and the queue has no ``WORKERS`` consumer.
-        """
-        what = f"binding queue {queue.name!r}"
-        if queue.no_create:
-            try:
-                stream = await self.js.stream_info(queue.stream, what)
-            except QueueNotFound as exc:
-                raise QueueNotFound(
-                    f"queue {queue.name!r} does not exist: create it first (Queue({queue.name!r}) without "
-                    f"no_create=True, or `ajc queue add {queue.name}`)",
-                    code=exc.code,
-                    err_code=exc.err_code,
-                ) from exc
-            consumer = await self.js.api(
-                f"CONSUMER.INFO.{queue.stream}.{QUEUE_CONSUMER}", None, what, errors=QUEUE_ERRORS
-            )
-        else:
-            stream = await self.ensure_stream(queue.stream_config(replicas=replicas, memory=memory), what)
-            try:
-                consumer = await self.js.api(
-                    f"CONSUMER.INFO.{queue.stream}.{QUEUE_CONSUMER}", None, what, errors=QUEUE_ERRORS
-                )
-            except JetStreamError:
-                body = {"stream_name": queue.stream, "config": queue.consumer_config(), "action": ""}
-                consumer = await self.js.api(
-                    f"CONSUMER.CREATE.{queue.stream}.{QUEUE_CONSUMER}", body, what, errors=QUEUE_ERRORS
-                )
-        bound = queue.with_server_settings(stream.get("config", {}), consumer.get("config", {}))
-        ignored = queue.ignored_settings(bound)
-        if ignored:
-            log.warning(
-                "queue %r already exists, so its settings stay as they are and these are ignored: %s (change an "
-                "existing queue's settings on the server, or delete and recreate the queue)",
-                queue.name,
-                ", ".join(ignored),
-            )
-        return bound
 
     # ---- tasks ----------------------------------------------------------------------------------------------
 

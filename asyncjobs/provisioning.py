@@ -1,0 +1,162 @@
+"""Provisioning: the streams, buckets and queues a client creates or binds when it connects (upstream §3.0, §2.2).
+
+Each configuration is the one the Go implementation creates, so Go and Python clients can create them in any order.
+An existing stream is used as it is: the server's settings win, as upstream.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from asyncjobs.constants import (
+    CONFIG_BUCKET,
+    CONFIG_BUCKET_DESCRIPTION,
+    DUPLICATE_WINDOW_NS,
+    ELECTIONS_BUCKET,
+    ELECTIONS_BUCKET_DESCRIPTION,
+    ELECTIONS_TTL_NS,
+    EVENTS_STREAM,
+    EVENTS_STREAM_DESCRIPTION,
+    EVENTS_SUBJECTS,
+    QUEUE_CONSUMER,
+    TASKS_STREAM,
+    TASKS_STREAM_DESCRIPTION,
+    TASKS_SUBJECTS,
+)
+from asyncjobs.errors import JetStreamError, QueueNotFound
+from asyncjobs.jsapi import QUEUE_ERRORS, JetStream
+from asyncjobs.queue import Queue
+
+log = logging.getLogger("asyncjobs")
+
+
+def tasks_stream_config(*, replicas: int, memory: bool, retention_ns: int) -> dict[str, Any]:
+    """The ``CHORIA_AJ_TASKS`` configuration (upstream §2.2)."""
+    return {
+        "name": TASKS_STREAM,
+        "description": TASKS_STREAM_DESCRIPTION,
+        "subjects": [TASKS_SUBJECTS],
+        "retention": "limits",
+        "max_consumers": -1,
+        "max_msgs": -1,
+        "max_bytes": -1,
+        "max_age": retention_ns,
+        "max_msgs_per_subject": 1,
+        "max_msg_size": -1,
+        "discard": "old",
+        "storage": "memory" if memory else "file",
+        "num_replicas": replicas,
+        "duplicate_window": DUPLICATE_WINDOW_NS,
+    }
+
+
+def bucket_stream_config(bucket: str, description: str, *, ttl_ns: int, replicas: int, memory: bool) -> dict[str, Any]:
+    """A KV bucket's stream configuration as nats.go creates it (upstream §2.2)."""
+    return {
+        "name": f"KV_{bucket}",
+        "description": description,
+        "subjects": [f"$KV.{bucket}.>"],
+        "retention": "limits",
+        "max_consumers": -1,
+        "max_msgs": -1,
+        "max_bytes": -1,
+        "max_age": ttl_ns,
+        "max_msgs_per_subject": 1,
+        "max_msg_size": -1,
+        "discard": "new",
+        "storage": "memory" if memory else "file",
+        "num_replicas": replicas,
+        "duplicate_window": min(DUPLICATE_WINDOW_NS, ttl_ns) if ttl_ns else DUPLICATE_WINDOW_NS,
+        "allow_rollup_hdrs": True,
+        "deny_delete": True,
+        "allow_direct": True,
+    }
+
+
+def events_stream_config(*, replicas: int, memory: bool, retention_ns: int) -> dict[str, Any]:
+    """Our optional stream that keeps lifecycle events for replay (Go clients ignore it)."""
+    return {
+        "name": EVENTS_STREAM,
+        "description": EVENTS_STREAM_DESCRIPTION,
+        "subjects": [EVENTS_SUBJECTS],
+        "retention": "limits",
+        "max_age": retention_ns,
+        "discard": "old",
+        "storage": "memory" if memory else "file",
+        "num_replicas": replicas,
+    }
+
+
+async def ensure_stream(js: JetStream, config: dict[str, Any], what: str) -> dict[str, Any]:
+    """Load a stream, creating it with ``config`` when it does not exist (an existing one is used as it is)."""
+    name = config["name"]
+    try:
+        return await js.stream_info(name, what)
+    except QueueNotFound:
+        pass
+    try:
+        return await js.api(f"STREAM.CREATE.{name}", config, what)
+    except JetStreamError as exc:
+        # Another process may have created it between our INFO and CREATE; if not, the CREATE error stands.
+        try:
+            return await js.stream_info(name, what)
+        except QueueNotFound:
+            raise exc from None
+
+
+async def prepare_tasks(js: JetStream, *, replicas: int, memory: bool, retention_ns: int) -> None:
+    """Create or load ``CHORIA_AJ_TASKS`` and the configuration and election buckets."""
+    await ensure_stream(
+        js, tasks_stream_config(replicas=replicas, memory=memory, retention_ns=retention_ns), "preparing the task store"
+    )
+    for bucket, description, ttl in (
+        (CONFIG_BUCKET, CONFIG_BUCKET_DESCRIPTION, 0),
+        (ELECTIONS_BUCKET, ELECTIONS_BUCKET_DESCRIPTION, ELECTIONS_TTL_NS),
+    ):
+        config = bucket_stream_config(bucket, description, ttl_ns=ttl, replicas=replicas, memory=memory)
+        await ensure_stream(js, config, f"preparing the {bucket} bucket")
+
+
+async def prepare_events(js: JetStream, *, replicas: int, memory: bool, retention_ns: int) -> None:
+    """Create or load the stream that keeps lifecycle events."""
+    config = events_stream_config(replicas=replicas, memory=memory, retention_ns=retention_ns)
+    await ensure_stream(js, config, "preparing the events stream")
+
+
+async def prepare_queue(js: JetStream, queue: Queue, *, replicas: int, memory: bool) -> Queue:
+    """Create or bind a queue's stream and ``WORKERS`` consumer; return it with the server's settings.
+
+    Raises:
+        QueueNotFound: ``no_create`` is set and the queue does not exist.
+        QueueConsumerNotFound: ``no_create`` is set and the queue has no ``WORKERS`` consumer.
+    """
+    what = f"binding queue {queue.name!r}"
+    if queue.no_create:
+        try:
+            stream = await js.stream_info(queue.stream, what)
+        except QueueNotFound as exc:
+            raise QueueNotFound(
+                f"queue {queue.name!r} does not exist: create it first (Queue({queue.name!r}) without "
+                f"no_create=True, or `ajc queue add {queue.name}`)",
+                code=exc.code,
+                err_code=exc.err_code,
+            ) from exc
+        consumer = await js.api(f"CONSUMER.INFO.{queue.stream}.{QUEUE_CONSUMER}", None, what, errors=QUEUE_ERRORS)
+    else:
+        stream = await ensure_stream(js, queue.stream_config(replicas=replicas, memory=memory), what)
+        try:
+            consumer = await js.api(f"CONSUMER.INFO.{queue.stream}.{QUEUE_CONSUMER}", None, what, errors=QUEUE_ERRORS)
+        except JetStreamError:
+            body = {"stream_name": queue.stream, "config": queue.consumer_config(), "action": ""}
+            consumer = await js.api(f"CONSUMER.CREATE.{queue.stream}.{QUEUE_CONSUMER}", body, what, errors=QUEUE_ERRORS)
+    bound = queue.with_server_settings(stream.get("config", {}), consumer.get("config", {}))
+    ignored = queue.ignored_settings(bound)
+    if ignored:
+        log.warning(
+            "queue %r already exists, so its settings stay as they are and these are ignored: %s (change an "
+            "existing queue's settings on the server, or delete and recreate the queue)",
+            queue.name,
+            ", ".join(ignored),
+        )
+    return bound
