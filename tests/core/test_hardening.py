@@ -305,3 +305,26 @@ async def test_last_delivery_of_a_task_running_elsewhere_leaves_it_to_that_run(m
         await eventually(_queue_empty(client, "YIELD"), message="the item dropped")
     assert runs == []
     assert (await client.get_task(task.id)).state == TaskState.ACTIVE
+
+
+async def test_oversized_task_is_refused_with_the_limit(make_client: ClientFactory) -> None:
+    client = await make_client(queue="HUGE")
+    limit = client.nc.max_payload
+    with pytest.raises(asyncjobs.ConfigurationError, match=rf"over the NATS server's max_payload of {limit} bytes"):
+        await client.enqueue(asyncjobs.Task("x", b"x" * limit))
+    assert (await client.admin.queue_info("HUGE")).items == 0
+
+
+async def test_item_with_an_invalid_job_id_is_terminated_not_retried(make_client: ClientFactory, nc: NATS) -> None:
+    client = await make_client(queue="BADJOB")
+    await nc.jetstream().publish("CHORIA_AJ.Q.BADJOB.x", b'{"kind":0,"job":"no spaces allowed"}')
+    runs: list[str] = []
+    router = asyncjobs.Router()
+
+    @router.handler("")
+    async def handle(task: asyncjobs.Task) -> None:
+        runs.append(task.id)
+
+    async with running(client, router):
+        await eventually(_queue_empty(client, "BADJOB"), message="the corrupt item terminated")
+    assert runs == []
