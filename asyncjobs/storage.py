@@ -275,11 +275,19 @@ class Storage:
             METRICS.enqueue_error_count.labels(queue.name).inc()
             await self._mark_queue_error(task, str(exc))
             raise EnqueueError(f"{exc}; task {task.id} was saved in state queue_error") from exc
-        if ack.duplicate and not await self.item_queued(task.id, queue):
+        if ack.duplicate and not await self.item_queued(task.id, queue) and not await self._moved_on(task):
             METRICS.enqueue_error_count.labels(queue.name).inc()
             await self._mark_queue_error(task, ERR_DUPLICATE_ITEM)
             raise DuplicateTaskError(f"task {task.id}: {ERR_DUPLICATE_ITEM}; the task was saved in state queue_error")
         METRICS.enqueue_count.labels(queue.name).inc()
+
+    async def _moved_on(self, task: Task) -> bool:
+        """Whether a worker took the task's item since it was stored: a duplicate item was then this task's own."""
+        try:
+            stored = await self.load_task(task.id, verify=False)
+        except TaskNotFound:
+            return False
+        return stored.seq != task.seq and stored.signature_envelope() == task.signature_envelope()
 
     async def republish_item(self, task_id: str, queue: Queue, *, msg_id: str | None = None) -> None:
         """Publish a fresh work item for a stored task, replacing any item it has (one per task in a queue).
