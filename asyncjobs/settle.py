@@ -27,7 +27,7 @@ from nats.aio.msg import Msg
 from asyncjobs import codec
 from asyncjobs.constants import ACK, TERM
 from asyncjobs.delivery import nak
-from asyncjobs.errors import AsyncJobsError, ConfigurationError, TaskConflict, TaskNotFound
+from asyncjobs.errors import AsyncJobsError, ConfigurationError, CorruptDataError, TaskConflict, TaskNotFound
 from asyncjobs.retry import RETRY_LINEAR_TEN_SECONDS
 from asyncjobs.task import Task, TaskState
 from asyncjobs.wiretime import WireTime
@@ -124,7 +124,11 @@ class Settler:
 
     async def _requeue(self, msg: Msg, task: Task | None, delivered: int) -> None:
         """Replace an item on its last permitted delivery by a fresh one (the task was not at fault)."""
-        task_id = task.id if task is not None else codec.decode_item(msg.data)
+        try:
+            task_id = task.id if task is not None else codec.decode_item(msg.data)
+        except CorruptDataError:
+            await self.ack(msg, TERM)
+            return
         log.warning(
             "queue %s: delivery %d of task %s was the queue's last permitted one and the task was not at fault; "
             "queueing a fresh item for it",

@@ -143,7 +143,8 @@ class Worker:
         while not self.inbox.empty():
             unstarted.append(self.inbox.get_nowait())
         for msg in unstarted:
-            await self.settler.ack(msg, nak(0))
+            # Not started: straight back to the queue (a fresh item if this was its last permitted delivery).
+            await self.settler.settle(msg, delivery_count(msg.reply), None, nak(0), hand_back=HandBack.REQUEUE)
         if self.busy:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.shutdown_grace):
@@ -204,10 +205,10 @@ class Worker:
                     raise
                 # Not ours: something inside the processing raised it. Keep the slot; hand the item back.
                 log.error("queue %s: a stray cancellation while processing an item; handing it back", self.queue.name)
-                await self.settler.ack(msg, nak(RETRY_LINEAR_TEN_SECONDS.delay_ns(1)))
+                await self._hand_back(msg)
             except Exception:
                 log.exception("queue %s: unexpected error processing an item; handing it back", self.queue.name)
-                await self.settler.ack(msg, nak(RETRY_LINEAR_TEN_SECONDS.delay_ns(1)))
+                await self._hand_back(msg)
             finally:
                 self.busy -= 1
                 if not self.busy:
@@ -271,6 +272,11 @@ class Worker:
             await self.handlers.run(msg, task, delivered)
         finally:
             self.running.pop(task.id, None)
+
+    async def _hand_back(self, msg: Msg) -> None:
+        """Hand back an item whose processing broke off (a bug, or a stray cancellation): never a dead item."""
+        delivered = delivery_count(msg.reply)
+        await self.settler.settle(msg, delivered, None, self._later(delivered), hand_back=HandBack.REQUEUE)
 
     @staticmethod
     def _later(delivered: int) -> bytes:
