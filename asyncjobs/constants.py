@@ -79,6 +79,13 @@ STATUS_NO_RESPONDERS: Final = 503
 # Transient cluster conditions: no meta or stream leader yet (an election), or a node still catching up.
 JS_ERR_CLUSTER_NOT_AVAILABLE: Final = 10008
 JS_ERR_CLUSTER_NOT_LEADER: Final = 10009
+# A replicated stream refusing an expected-sequence write while another write to the subject is in flight (which may
+# be an earlier attempt of this very write): a conflict, to be checked again before it is believed.
+JS_ERR_WRONG_LAST_SEQUENCE_CONSTANT: Final = 10164
+# Transient answers of a replicated stream: retried like a missing leader.
+JS_ERR_DUPLICATE_MSG_ID_IN_PROCESS: Final = 10158
+JS_ERR_EXPECTED_LAST_SEQ_NOT_READY: Final = 10163
+JS_ERR_TOO_MANY_REQUESTS: Final = 10167
 
 # Defaults (upstream §1.2 to §1.4).
 DEFAULT_QUEUE: Final = "DEFAULT"

@@ -28,9 +28,13 @@ from asyncjobs.constants import (
     JS_ERR_CLUSTER_NOT_AVAILABLE,
     JS_ERR_CLUSTER_NOT_LEADER,
     JS_ERR_CONSUMER_NOT_FOUND,
+    JS_ERR_DUPLICATE_MSG_ID_IN_PROCESS,
+    JS_ERR_EXPECTED_LAST_SEQ_NOT_READY,
     JS_ERR_NO_MESSAGE_FOUND,
     JS_ERR_STREAM_NOT_FOUND,
+    JS_ERR_TOO_MANY_REQUESTS,
     JS_ERR_WRONG_LAST_SEQUENCE,
+    JS_ERR_WRONG_LAST_SEQUENCE_CONSTANT,
 )
 from asyncjobs.errors import (
     AsyncJobsError,
@@ -57,10 +61,15 @@ RETRY_FIRST_S: Final = 0.05
 RETRY_MAX_S: Final = 1.0
 RETRY_LOG_EVERY_S: Final = 5.0
 LEADER_TEXT: Final = "no leader (a leader election is under way, or the cluster lost quorum)"
+NO_LEADER_ERR_CODES: Final = frozenset({JS_ERR_CLUSTER_NOT_AVAILABLE, JS_ERR_CLUSTER_NOT_LEADER})
 DEFAULT_ERRORS: Final[ErrorMap] = {
     JS_ERR_WRONG_LAST_SEQUENCE: TaskConflict,
+    JS_ERR_WRONG_LAST_SEQUENCE_CONSTANT: TaskConflict,
     JS_ERR_CLUSTER_NOT_AVAILABLE: JetStreamUnavailable,
     JS_ERR_CLUSTER_NOT_LEADER: JetStreamUnavailable,
+    JS_ERR_DUPLICATE_MSG_ID_IN_PROCESS: JetStreamUnavailable,
+    JS_ERR_EXPECTED_LAST_SEQ_NOT_READY: JetStreamUnavailable,
+    JS_ERR_TOO_MANY_REQUESTS: JetStreamUnavailable,
 }
 _TRANSIENT_NATS_ERRORS: Final = (
     nats.errors.ConnectionReconnectingError,
@@ -71,7 +80,9 @@ QUEUE_ERRORS: Final[ErrorMap] = {
     JS_ERR_STREAM_NOT_FOUND: QueueNotFound,
     JS_ERR_CONSUMER_NOT_FOUND: QueueConsumerNotFound,
 }
-TASK_ERRORS: Final[ErrorMap] = {JS_ERR_NO_MESSAGE_FOUND: TaskNotFound, JS_ERR_WRONG_LAST_SEQUENCE: TaskConflict}
+TASK_ERRORS: Final[ErrorMap] = {JS_ERR_NO_MESSAGE_FOUND: TaskNotFound} | {
+    code: cls for code, cls in DEFAULT_ERRORS.items() if code != JS_ERR_NO_MESSAGE_FOUND
+}
 
 
 class PubAck(NamedTuple):
@@ -155,7 +166,7 @@ def api_error(reply: Mapping[str, Any], what: str, errors: ErrorMap) -> JetStrea
     code = int(err.get("code", 0) or 0)
     description = str(err.get("description", ""))
     cls = errors.get(err_code) or DEFAULT_ERRORS.get(err_code, JetStreamError)
-    if cls is JetStreamUnavailable:
+    if err_code in NO_LEADER_ERR_CODES:
         description = f"{description}: {LEADER_TEXT}"
     return cls(f"{what}: {description} (err_code {err_code})", code=code, err_code=err_code, description=description)
 

@@ -14,6 +14,7 @@ from asyncjobs.constants import (
     ERR_DUPLICATE_ITEM,
     HDR_EXPECTED_LAST_SUBJECT_SEQ,
     HDR_MSG_ID,
+    JS_ERR_WRONG_LAST_SEQUENCE_CONSTANT,
     TASK_EVENT_PREFIX,
     TASK_SUBJECT_PREFIX,
     TASKS_STREAM,
@@ -42,6 +43,9 @@ NO_RESPONDERS_TEXT: Final = "nats: no responders available for request"
 PIPELINE_CHUNK: Final = 512
 # Room left in a message for the subject, headers and protocol line of a task save.
 TASK_ENVELOPE_BYTES: Final = 512
+IN_FLIGHT_CONFLICT: Final = JS_ERR_WRONG_LAST_SEQUENCE_CONSTANT
+LANDED_CHECKS: Final = 5
+LANDED_CHECK_INTERVAL_S: Final = 0.2
 
 
 class Storage:
@@ -115,7 +119,7 @@ class Storage:
         try:
             ack = await self.js.publish(subject, data, f"saving task {task.id}", headers=headers, stream=TASKS_STREAM)
         except TaskConflict as exc:
-            landed = exc.attempts > 1 and await self._landed(task, data)
+            landed = exc.attempts > 1 and await self._landed(task, data, in_flight=exc.err_code == IN_FLIGHT_CONFLICT)
             if not landed:
                 METRICS.task_update_error_total.inc()
                 raise
@@ -128,16 +132,24 @@ class Storage:
         if notify:
             await self.publish_event(task)
 
-    async def _landed(self, task: Task, data: bytes) -> bool:
-        """Whether the stored copy of ``task`` is exactly ``data`` (an earlier attempt landed); adopt its sequence."""
-        try:
-            stored = await self.js.get_last(TASKS_STREAM, TASK_SUBJECT_PREFIX + task.id, f"re-reading task {task.id}")
-        except AsyncJobsError:
-            return False
-        if stored.data != data:
-            return False
-        task.seq = stored.seq
-        return True
+    async def _landed(self, task: Task, data: bytes, *, in_flight: bool) -> bool:
+        """Whether the stored copy of ``task`` is exactly ``data`` (an earlier attempt landed); adopt its sequence.
+
+        With ``in_flight`` (a replicated stream refused the write because another one to the task was still being
+        applied, possibly our own earlier attempt) the store is read a few times before the answer is no.
+        """
+        what = f"re-reading task {task.id}"
+        for attempt in range(LANDED_CHECKS if in_flight else 1):
+            if attempt:
+                await asyncio.sleep(LANDED_CHECK_INTERVAL_S)
+            try:
+                stored = await self.js.get_last(TASKS_STREAM, TASK_SUBJECT_PREFIX + task.id, what)
+            except AsyncJobsError:
+                continue
+            if stored.data == data:
+                task.seq = stored.seq
+                return True
+        return False
 
     async def save_or_discard(self, task: Task) -> None:
         """Save a task, or delete it when its state is one the client discards (upstream §3.9)."""

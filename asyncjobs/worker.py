@@ -235,8 +235,9 @@ class Worker:
             # Redelivered because its handler ran past the ack wait without giving the loop back (blocking code), or
             # a second item (a forced retry_task): never run a task twice at once in one worker; look again soon.
             log.warning(
-                "queue %s: task %s was delivered again while its handler still runs in this worker; not starting it "
-                "twice (a handler past its max run time of %gs without awaiting is blocking the event loop)",
+                "queue %s: task %s was delivered again while this worker still runs its handler or records its "
+                "outcome; not starting it twice (past the max run time of %gs, a handler that does not await blocks "
+                "the event loop)",
                 queue,
                 task_id,
                 self.max_run_time_ns / NS_PER_SECOND,
@@ -257,7 +258,8 @@ class Worker:
         # the count and a task that kills its worker runs forever; we store it with the active state.
         task.tries += 1
         try:
-            await self.storage.save_task(task)
+            with self.settler.keep_alive(msg):
+                await self.storage.save_task(task)
         except AsyncJobsError as exc:
             # Another worker or a retry_task() changed it, or the store stayed unavailable: look again later.
             log.info("queue %s: could not set task %s active, handing it back: %s", queue, task_id, exc)

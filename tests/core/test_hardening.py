@@ -328,3 +328,27 @@ async def test_item_with_an_invalid_job_id_is_terminated_not_retried(make_client
     async with running(client, router):
         await eventually(_queue_empty(client, "BADJOB"), message="the corrupt item terminated")
     assert runs == []
+
+
+async def test_keep_alive_sends_wpi_while_an_outcome_is_being_stored(make_client: ClientFactory, nc: NATS) -> None:
+    from nats.aio.msg import Msg
+
+    from asyncjobs.settle import Settler
+
+    client = await make_client(queue=asyncjobs.Queue("ALIVE", max_run_time=0.2))
+    beats: list[bytes] = []
+
+    async def record(msg: Msg) -> None:
+        beats.append(msg.data)
+
+    await nc.subscribe("wpi.here", cb=record)
+    await nc.flush()
+    settler = Settler(client._storage, client.queue)
+    with settler.keep_alive(Msg(_client=client.nc, reply="wpi.here")):
+        await eventually(lambda: len(beats) >= 3, message="a +WPI every half ack wait")  # a save being retried
+    await asyncio.sleep(0)  # a beat fired just before the end still sends
+    await client.nc.flush()
+    await nc.flush()
+    sent = len(beats)
+    await asyncio.sleep(0.3)  # three intervals: nothing more once the block has ended
+    assert beats == [b"+WPI"] * sent
