@@ -15,6 +15,10 @@ and for each one older than the grace period:
   run it, or expire it when its tries are used up. Unless the item was removed on purpose: a task older than the
   queue's last purge (``admin.purge_queue``/``delete_queue`` record it), older than the queue's ``max_age``, or in
   a full queue that drops its oldest items (``discard_old``) ends ``expired`` with the reason instead;
+* an item delivered to a worker that never set the task ``active`` within 10 s: the delivery was lost on its way
+  (a node died, a connection dropped, during a leader change); a fresh item replaces it. This is also looked at right
+  after a worker's consumer recovers from a disturbance, so the task does not wait out its ack wait. A second
+  delivery cannot start a second run: setting a task active is a write guarded by its stored sequence;
 * an item the consumer will never deliver again (it used up the queue's ``max_tries`` deliveries, which the
   consumer's counts reveal): a waiting task gets a fresh item; an ``active`` one, whose worker was lost on its last
   permitted delivery, ends ``expired`` and the dead item is deleted.
@@ -25,6 +29,7 @@ Each action is logged at WARNING and counted in ``choria_asyncjobs_reconciler_re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -49,6 +54,9 @@ log = logging.getLogger("asyncjobs")
 WAITING_STATES: Final = frozenset({TaskState.NEW, TaskState.BLOCKED, TaskState.RETRY, TaskState.ACTIVE})
 """States in which a task needs a deliverable work item."""
 MAX_CHECKS_PER_PASS: Final = 1000
+# A new task whose item was delivered but which no worker set active within this time lost its delivery.
+LOST_DELIVERY_GRACE_S: Final = 10.0
+LOST_DELIVERY_GRACE_NS: Final = int(LOST_DELIVERY_GRACE_S * NS_PER_SECOND)
 CHECK_CHUNK: Final = 100
 LOST_ON_LAST_DELIVERY: Final = (
     "its worker was lost on the queue's last permitted delivery and no outcome was recorded (found by the reconciler)"
@@ -99,11 +107,23 @@ class Reconciler:
         self.clock = clock
         self.cursor = 0
         """Stream sequence below which every task of the queue was final at the last pass."""
+        self._woken = asyncio.Event()
+
+    def wake(self) -> None:
+        """Ask for a pass soon: the queue's consumer answers again after a disturbance, in which deliveries can be
+        lost (a message on its way to a worker when a node died)."""
+        self._woken.set()
 
     async def run(self) -> None:
         """Run passes until cancelled; a failed pass is logged and the next one tries again."""
         while True:
-            await asyncio.sleep(self.interval * random.uniform(0.75, 1.25))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval * random.uniform(0.75, 1.25)):
+                    await self._woken.wait()
+            if self._woken.is_set():
+                self._woken.clear()
+                # Let deliveries lost in the disturbance age past their grace, then look at once.
+                await asyncio.sleep(LOST_DELIVERY_GRACE_S + 1)
             try:
                 await self.reconcile()
             except AsyncJobsError as exc:
@@ -118,7 +138,7 @@ class Reconciler:
         report = PassReport()
         queue = self.queue
         METRICS.reconciler_pass_total.labels(queue.name).inc()
-        report.dead_items = await self._dead_items()
+        report.dead_items, delivered_seq = await self._consumer_state()
         purged_ns = await self._purged_at()
         store = await self.storage.js.stream_info(TASKS_STREAM, f"reconciling queue {queue.name!r}")
         store_last_seq = int(store.get("state", {}).get("last_seq", 0))
@@ -128,7 +148,7 @@ class Reconciler:
         async for task in self.admin.tasks(states=WAITING_STATES, queue=queue.name, after_seq=self.cursor):
             report.scanned += 1
             lowest = task.seq if not lowest else min(lowest, task.seq)
-            if now - _last_change_ns(task) > self._grace_for(task) and len(stale) < MAX_CHECKS_PER_PASS:
+            if now - _last_change_ns(task) > self._first_look(task) and len(stale) < MAX_CHECKS_PER_PASS:
                 stale.append(task)
         self.cursor = lowest - 1 if lowest else store_last_seq
         dead_budget = report.dead_items
@@ -136,13 +156,20 @@ class Reconciler:
             chunk = stale[start : start + CHECK_CHUNK]
             items = await asyncio.gather(*(self._item_seq(task) for task in chunk))
             for task, item_seq in zip(chunk, items, strict=True):
+                overdue = now - _last_change_ns(task) > self._grace_for(task)
                 if item_seq is None:
+                    if not overdue:
+                        continue  # its enqueue may still be publishing the item
                     dropped = self._dropped_on_purpose(task, purged_ns)
                     if dropped:
                         await self._expire(task, None, report, dropped)
                     else:
                         await self._republish(task, report, "no work item")
-                elif dead_budget > 0:
+                elif task.state == TaskState.NEW and item_seq <= delivered_seq:
+                    # Delivered, yet no worker ever set it active: the delivery was lost on its way (a node died, a
+                    # connection dropped). A fresh item cannot start a second run: activation is a guarded write.
+                    await self._republish(task, report, "a delivery that never reached a worker")
+                elif overdue and dead_budget > 0:
                     dead_budget -= 1
                     if task.state == TaskState.ACTIVE:
                         await self._expire(task, item_seq, report, LOST_ON_LAST_DELIVERY)
@@ -181,19 +208,27 @@ class Reconciler:
             return f"its work item was dropped from the full queue (max_entries {queue.max_entries}, discard_old)"
         return ""
 
+    def _first_look(self, task: Task) -> int:
+        """How long a task goes without progress before its item is looked up."""
+        if task.state == TaskState.NEW:
+            return min(self.grace_ns, LOST_DELIVERY_GRACE_NS)
+        return self._grace_for(task)
+
     def _grace_for(self, task: Task) -> int:
         # An active task is legitimately without news for as long as its handler may run.
         return self.grace_ns + (self.queue.max_run_time_ns if task.state == TaskState.ACTIVE else 0)
 
-    async def _dead_items(self) -> int:
-        """Items stored in the queue but neither waiting for delivery nor awaiting an ack: never delivered again."""
+    async def _consumer_state(self) -> tuple[int, int]:
+        """Dead items (stored, but neither waiting for delivery nor awaiting an ack: never delivered again), and the
+        stream sequence up to which every item was delivered at least once."""
         stream = self.queue.stream
         what = f"reconciling queue {self.queue.name!r}"
         info = await self.storage.js.stream_info(stream, what)
         consumer = await self.storage.js.api(f"CONSUMER.INFO.{stream}.{QUEUE_CONSUMER}", None, what)
         stored = int(info.get("state", {}).get("messages", 0))
         live = int(consumer.get("num_pending", 0)) + int(consumer.get("num_ack_pending", 0))
-        return max(0, stored - live)
+        delivered = int((consumer.get("delivered") or {}).get("stream_seq", 0))
+        return max(0, stored - live), delivered
 
     async def _item_seq(self, task: Task) -> int | None:
         """The stream sequence of the task's work item, or ``None`` when it has none."""

@@ -103,7 +103,7 @@ class Worker:
             queue.name,
             slots=concurrency,
             deliver=self._deliver,
-            on_recovered=self.settler.replay_acks,
+            on_recovered=self._recovered,
         )
 
     async def run(self) -> None:
@@ -186,6 +186,12 @@ class Worker:
                     lag,
                     ", ".join(types),
                 )
+
+    def _recovered(self) -> None:
+        # The consumer answers again: resend acks its new leader may have missed, and look for lost deliveries.
+        self.settler.replay_acks()
+        if self.reconciler is not None:
+            self.reconciler.wake()
 
     def _deliver(self, msg: Msg) -> None:
         self.inbox.put_nowait(msg)

@@ -177,6 +177,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--recovery-window", type=float, default=defaults.recovery_window_s, help="seconds after the last fault"
     )
+    parser.add_argument(
+        "--max-run-time",
+        type=float,
+        default=defaults.max_run_time_s,
+        help="the queue's max run time, also its ack wait (default %(default)s s); with the library's default of 300 "
+        "an item that had to wait out its ack wait shows up as a recovery of minutes",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--markdown", type=Path, help="also write the report as Markdown here")
     parser.add_argument("--workdir", type=Path, help="keep handler logs, worker output and stores here")
@@ -184,8 +191,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.tasks < 3:
         parser.error("--tasks must be at least 3")
-    if args.load_seconds <= 0 or args.recovery_window <= 0:
-        parser.error("--load-seconds and --recovery-window must be positive")
+    if args.load_seconds <= 0 or args.recovery_window <= 0 or args.max_run_time <= 0:
+        parser.error("--load-seconds, --recovery-window and --max-run-time must be positive")
     return args
 
 
@@ -238,7 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     logging.getLogger("asyncjobs").setLevel(logging.WARNING if args.verbose else logging.CRITICAL)
     settings = FaultSettings(
-        tasks=args.tasks, load_s=args.load_seconds, recovery_window_s=args.recovery_window, workdir=args.workdir
+        tasks=args.tasks,
+        load_s=args.load_seconds,
+        recovery_window_s=args.recovery_window,
+        max_run_time_s=args.max_run_time,
+        workdir=args.workdir,
     )
     when = datetime.now(UTC)
     try:

@@ -158,6 +158,28 @@ async def test_reconciler_expires_an_active_task_with_a_dead_item(make_client: C
     assert await _items(client) == 0
 
 
+async def test_reconciler_replaces_a_delivery_that_never_reached_a_worker(make_client: ClientFactory, nc: NATS) -> None:
+    # The consumer delivered the item (to a connection that then died): it waits out its ack wait of 5 minutes
+    # unless the reconciler notices that the task never became active.
+    client = await make_client(queue=asyncjobs.Queue("LOSTMSG", max_run_time=300), reconcile_interval=None)
+    task = await client.enqueue(asyncjobs.Task("x"))
+    undelivered = await client.enqueue(asyncjobs.Task("x"))
+    await nc.request(
+        "$JS.API.CONSUMER.MSG.NEXT.CHORIA_AJ_Q_LOSTMSG.WORKERS",
+        orjson.dumps({"batch": 1, "expires": 2_000_000_000}),
+        old_style=True,
+    )
+    report = await _reconciler(client, clock=time.time_ns).reconcile()
+    assert report.republished == []  # a fresh delivery: the worker may be about to set it active
+    report = await _reconciler(client, clock=_later(11 * 1_000_000_000)).reconcile()
+    assert report.republished == [task.id]  # the other item was never delivered: it just waits its turn
+    runs: list[str] = []
+    async with running(client, _done_router(runs)):
+        await wait_state(client, task.id, TaskState.COMPLETED)
+        await wait_state(client, undelivered.id, TaskState.COMPLETED)
+    assert sorted(runs) == sorted([task.id, undelivered.id])
+
+
 async def test_reconciler_ends_tasks_whose_items_were_removed_on_purpose(make_client: ClientFactory) -> None:
     client = await make_client(queue="PURGED", reconcile_interval=None)
     purged = await client.enqueue(asyncjobs.Task("x"))
