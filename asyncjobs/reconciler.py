@@ -243,12 +243,12 @@ class Reconciler:
 
     async def _republish(self, task: Task, report: PassReport, why: str) -> None:
         log.warning(
-            "queue %s: task %s is %s with %s for over %.0fs: publishing a fresh work item for it",
+            "queue %s: task %s is %s with %s, unchanged for %.0fs: publishing a fresh work item for it",
             self.queue.name,
             task.id,
             task.state.value,
             why,
-            self._grace_for(task) / NS_PER_SECOND,
+            (self.clock() - _last_change_ns(task)) / NS_PER_SECOND,
         )
         try:
             await self.storage.republish_item(task.id, self.queue, msg_id=f"{task.id}.{task.seq}")
