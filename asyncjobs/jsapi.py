@@ -298,9 +298,13 @@ class JetStream:
                     raise
                 if subject.startswith(self.prefix) and exc.code == 503 and not exc.err_code:
                     raise  # nobody serves the JetStream API: JetStream is off for this account, not electing
-                if stream is not None and exc.code == 503 and not checked_stream:
-                    checked_stream = True
-                    await self._check_stream(stream, what)
+                if stream is not None and exc.code == 503 and not exc.err_code:
+                    if not checked_stream:
+                        checked_stream = True
+                        await self._check_stream(stream, what)
+                    # The stream exists, so nobody answering for it means it has no leader right now.
+                    exc = JetStreamUnavailable(f"{what}: no responders: stream {stream} has {LEADER_TEXT}", code=503)
+                    exc.attempts = attempts
                 now = time.monotonic()
                 deadline = deadline or now + self.retry_window
                 delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** min(attempts - 1, 10)) * random.uniform(0.5, 1.0)

@@ -113,7 +113,8 @@ class Settler:
                 await self.ack(msg, TERM)
                 return
             state, ack = TaskState.EXPIRED, TERM
-            used_up = f"the queue's max_tries ({self.max_deliver} deliveries) is used up"
+            deliveries = "1 delivery" if self.max_deliver == 1 else f"{self.max_deliver} deliveries"
+            used_up = f"the queue's max_tries ({deliveries}) is used up"
             reason = f"{reason}; {used_up}" if reason else used_up
             log.warning("queue %s: expiring task %s: %s", queue, task.id, reason)
         if state is not None and task is not None and not await self.store(task, state, reason, msg=msg):

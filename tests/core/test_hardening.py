@@ -352,3 +352,48 @@ async def test_keep_alive_sends_wpi_while_an_outcome_is_being_stored(make_client
     sent = len(beats)
     await asyncio.sleep(0.3)  # three intervals: nothing more once the block has ended
     assert beats == [b"+WPI"] * sent
+
+
+@pytest.mark.parametrize(
+    ("hand_back", "state_after", "items_after", "undelivered"),
+    [
+        ("retry", TaskState.EXPIRED, 0, 0),  # the task failed: a final state, the item terminated
+        ("requeue", TaskState.NEW, 1, 1),  # not its fault (load or store failure, shutdown): a fresh item
+        ("yield", TaskState.NEW, 0, 0),  # another handler owns it: the item is dropped, the task left to that run
+    ],
+)
+async def test_a_hand_back_on_the_last_permitted_delivery(
+    make_client: ClientFactory,
+    nc: NATS,
+    hand_back: str,
+    state_after: TaskState,
+    items_after: int,
+    undelivered_after: int,
+) -> None:
+    from nats.aio.msg import Msg
+
+    from asyncjobs.delivery import delivery_count, nak
+    from asyncjobs.settle import HandBack, Settler
+
+    queue = f"LAST{hand_back.upper()}"
+    client = await make_client(queue=asyncjobs.Queue(queue, max_tries=1))
+    task = await client.enqueue(asyncjobs.Task("x"))
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    await nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.CHORIA_AJ_Q_{queue}.WORKERS", b'{"batch": 1}', reply=inbox)
+    msg: Msg = await sub.next_msg(timeout=5)
+    assert delivery_count(msg.reply) == 1  # and the queue permits one
+    settler = Settler(client._storage, client.queue)
+    stored = await client.get_task(task.id)
+    await settler.settle(msg, 1, stored, nak(1_000_000_000), reason="lost a race", hand_back=HandBack(hand_back))
+    await nc.flush()
+
+    async def settled() -> bool:
+        info = await client.admin.queue_info(queue)
+        return (info.items, info.pending) == (items_after, undelivered) and info.in_flight == 0
+
+    await eventually(settled, message=f"the item after a {hand_back} hand-back")
+    after = await client.get_task(task.id)
+    assert after.state == state_after
+    if state_after == TaskState.EXPIRED:
+        assert after.last_err == "lost a race; the queue's max_tries (1 delivery) is used up"
