@@ -368,7 +368,7 @@ async def test_a_hand_back_on_the_last_permitted_delivery(
     hand_back: str,
     state_after: TaskState,
     items_after: int,
-    undelivered_after: int,
+    undelivered: int,
 ) -> None:
     from nats.aio.msg import Msg
 
