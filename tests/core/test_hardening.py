@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import time
-from typing import Any
 
 import nats
 import pytest
@@ -266,24 +265,25 @@ async def test_queue_error_tasks_do_not_run(make_client: ClientFactory, nc: NATS
     stored = await client.get_task(task.id)
     stored.state = TaskState.QUEUE_ERROR
     await client._storage.save_task(stored)
-    runs: list[str] = []
-    router = asyncjobs.Router()
-
-    @router.handler("x")
-    async def handle(task: asyncjobs.Task) -> None:
-        runs.append(task.id)
-
-    async with running(client, router):
-        await eventually(_queue_empty(client, "QERR"), message="the item acked")
-    assert runs == []
+    await _settled_without_running(client)
     assert (await client.get_task(task.id)).state == TaskState.QUEUE_ERROR
 
 
-def _queue_empty(client: asyncjobs.Client, queue: str) -> Any:
-    async def check() -> bool:
-        return (await client.admin.queue_info(queue)).items == 0
+async def _settled_without_running(client: asyncjobs.Client) -> None:
+    """Run a worker until the client's queue is empty, and check that no handler ran."""
+    runs: list[str] = []
+    router = asyncjobs.Router()
 
-    return check
+    @router.handler("")
+    async def handle(task: asyncjobs.Task) -> None:
+        runs.append(task.id)
+
+    async def queue_empty() -> bool:
+        return (await client.admin.queue_info(client.queue.name)).items == 0
+
+    async with running(client, router):
+        await eventually(queue_empty, message="the item settled")
+    assert runs == []
 
 
 async def test_last_delivery_of_a_task_running_elsewhere_leaves_it_to_that_run(make_client: ClientFactory) -> None:
@@ -294,16 +294,7 @@ async def test_last_delivery_of_a_task_running_elsewhere_leaves_it_to_that_run(m
     stored = await client.get_task(task.id)
     stored.state, stored.tries, stored.tried_at = TaskState.ACTIVE, 1, asyncjobs.wiretime.WireTime.now()
     await client._storage.save_task(stored)
-    runs: list[str] = []
-    router = asyncjobs.Router()
-
-    @router.handler("x")
-    async def handle(task: asyncjobs.Task) -> None:
-        runs.append(task.id)
-
-    async with running(client, router):
-        await eventually(_queue_empty(client, "YIELD"), message="the item dropped")
-    assert runs == []
+    await _settled_without_running(client)
     assert (await client.get_task(task.id)).state == TaskState.ACTIVE
 
 
@@ -318,16 +309,7 @@ async def test_oversized_task_is_refused_with_the_limit(make_client: ClientFacto
 async def test_item_with_an_invalid_job_id_is_terminated_not_retried(make_client: ClientFactory, nc: NATS) -> None:
     client = await make_client(queue="BADJOB")
     await nc.jetstream().publish("CHORIA_AJ.Q.BADJOB.x", b'{"kind":0,"job":"no spaces allowed"}')
-    runs: list[str] = []
-    router = asyncjobs.Router()
-
-    @router.handler("")
-    async def handle(task: asyncjobs.Task) -> None:
-        runs.append(task.id)
-
-    async with running(client, router):
-        await eventually(_queue_empty(client, "BADJOB"), message="the corrupt item terminated")
-    assert runs == []
+    await _settled_without_running(client)
 
 
 async def test_keep_alive_sends_wpi_while_an_outcome_is_being_stored(make_client: ClientFactory, nc: NATS) -> None:
