@@ -263,20 +263,18 @@ class Worker:
         # Upstream counts the try only in memory until the next save, so a worker that dies mid-handler loses
         # the count and a task that kills its worker runs forever; we store it with the active state.
         task.tries += 1
+        self.running[task.id] = task  # from here until its delivery is settled
         try:
-            with self.settler.keep_alive(msg):
-                await self.storage.save_task(task)
-        except AsyncJobsError as exc:
-            # Another worker or a retry_task() changed it, or the store stayed unavailable: look again later.
-            log.info("queue %s: could not set task %s active, handing it back: %s", queue, task_id, exc)
-            task.tries -= 1
-            task.state = previous
-            await self.settler.settle(
-                msg, delivered, task, nak(RETRY_LINEAR_TEN_SECONDS.delay_ns(delivered)), hand_back=HandBack.REQUEUE
-            )
-            return
-        self.running[task.id] = task
-        try:
+            try:
+                with self.settler.keep_alive(msg):
+                    await self.storage.save_task(task)
+            except AsyncJobsError as exc:
+                # Another worker or a retry_task() changed it, or the store stayed unavailable: look again later.
+                log.info("queue %s: could not set task %s active, handing it back: %s", queue, task_id, exc)
+                task.tries -= 1
+                task.state = previous
+                await self.settler.settle(msg, delivered, task, self._later(delivered), hand_back=HandBack.REQUEUE)
+                return
             await self.handlers.run(msg, task, delivered)
         finally:
             self.running.pop(task.id, None)
