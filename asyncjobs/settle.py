@@ -102,7 +102,7 @@ class Settler:
         """
         queue = self.queue.name
         last = self.is_last(delivered)
-        if last and ack is not ACK and ack is not TERM:
+        if last and ack not in (ACK, TERM):
             if hand_back is HandBack.REQUEUE or task is None:
                 if task is not None and state is not None:
                     await self.store(task, state, reason)
@@ -193,7 +193,7 @@ class Settler:
 
     async def ack(self, msg: Msg, body: bytes) -> None:
         """Send an ack body for a delivered item (no reply awaited: a lost ack means a redelivery the gates settle)."""
-        if body is ACK or body is TERM:
+        if body in (ACK, TERM):
             self.recent_acks.append((time.monotonic(), msg.reply, body))
         try:
             await self.nc.publish(msg.reply, body)
