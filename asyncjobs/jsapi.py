@@ -291,7 +291,7 @@ class JetStream:
         while True:
             attempts += 1
             try:
-                return await self._request_once(subject, payload, what, headers, errors)
+                return _reply(await self.request_raw(subject, payload, what, headers=headers), what, errors)
             except JetStreamError as exc:
                 exc.attempts = attempts
                 if not (retry and is_transient(exc) and self.retry_window > 0):
@@ -312,20 +312,6 @@ class JetStream:
                     raise _still_failing(exc, attempts, self.retry_window) from exc
                 _log_retry(what, exc, self.retry_window)
                 await asyncio.sleep(delay)
-
-    async def _request_once(
-        self, subject: str, payload: bytes, what: str, headers: dict[str, str] | None, errors: ErrorMap
-    ) -> dict[str, Any]:
-        msg = await self.request_raw(subject, payload, what, headers=headers)
-        try:
-            reply = orjson.loads(msg.data)
-        except orjson.JSONDecodeError as exc:
-            raise JetStreamError(f"{what}: the server sent a reply that is not JSON: {msg.data[:200]!r}") from exc
-        if not isinstance(reply, dict):
-            raise JetStreamError(f"{what}: unexpected reply {reply!r}")
-        if "error" in reply:
-            raise api_error(reply, what, errors)
-        return reply
 
     async def api(
         self, suffix: str, body: Any, what: str, *, errors: ErrorMap = DEFAULT_ERRORS, retry: bool = True
@@ -393,6 +379,19 @@ class JetStream:
     async def account_info(self) -> dict[str, Any]:
         """Return the account's JetStream information (usable as a readiness check)."""
         return await self.api("INFO", None, "reading JetStream account information")
+
+
+def _reply(msg: Msg, what: str, errors: ErrorMap) -> dict[str, Any]:
+    """Decode a JSON API reply, raising the mapped error for ``{"error": ...}``."""
+    try:
+        reply = orjson.loads(msg.data)
+    except orjson.JSONDecodeError as exc:
+        raise JetStreamError(f"{what}: the server sent a reply that is not JSON: {msg.data[:200]!r}") from exc
+    if not isinstance(reply, dict):
+        raise JetStreamError(f"{what}: unexpected reply {reply!r}")
+    if "error" in reply:
+        raise api_error(reply, what, errors)
+    return reply
 
 
 def decode_stored(reply: Mapping[str, Any], what: str) -> StoredMessage:

@@ -25,12 +25,12 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from asyncjobs import codec
-from asyncjobs.constants import ACK, TERM, WPI
+from asyncjobs.constants import ACK, TERM
 from asyncjobs.delivery import nak
 from asyncjobs.errors import AsyncJobsError, ConfigurationError, CorruptDataError, TaskConflict, TaskNotFound
 from asyncjobs.retry import RETRY_LINEAR_TEN_SECONDS
 from asyncjobs.task import Task, TaskState
-from asyncjobs.wiretime import NS_PER_SECOND, WireTime
+from asyncjobs.wiretime import WireTime
 
 if TYPE_CHECKING:
     from asyncjobs.queue import Queue
@@ -72,7 +72,6 @@ class Settler:
         self.max_deliver = queue.max_tries
         self.recent_acks: deque[tuple[float, str, bytes]] = deque(maxlen=ACK_REPLAY_MAX)
         self._replaying: asyncio.Task[None] | None = None
-        self._beats: set[asyncio.Task[None]] = set()
 
     def is_last(self, delivered: int) -> bool:
         """Whether JetStream will not deliver the item again after this delivery."""
@@ -117,7 +116,7 @@ class Settler:
             used_up = f"the queue's max_tries ({deliveries}) is used up"
             reason = f"{reason}; {used_up}" if reason else used_up
             log.warning("queue %s: expiring task %s: %s", queue, task.id, reason)
-        if state is not None and task is not None and not await self.store(task, state, reason, msg=msg):
+        if state is not None and task is not None and not await self.store(task, state, reason):
             if last:
                 log.error("queue %s: the outcome of task %s is not stored; the reconciler repairs it", queue, task.id)
             else:
@@ -144,17 +143,15 @@ class Settler:
             log.error("queue %s: could not requeue task %s (%s); the reconciler will", self.queue.name, task_id, exc)
             await self.ack(msg, TERM)
 
-    async def store(self, task: Task, state: TaskState, last_err: str, *, msg: Msg | None = None) -> bool:
-        """Record an outcome; ``False`` when it could not be stored (a changed or deleted task counts as done).
-
-        With ``msg``, the item is kept from being redelivered while the save is retried (see :meth:`keep_alive`).
-        """
+    async def store(self, task: Task, state: TaskState, last_err: str) -> bool:
+        """Record an outcome; ``False`` when it could not be stored (a changed or deleted task counts as done)."""
         task.state = state
         task.last_err = last_err
-        task.tried_at = WireTime.now()
+        # A completion is "tried" when its result was made: one timestamp for both.
+        result = task.result
+        task.tried_at = result.completed_at if state is TaskState.COMPLETED and result is not None else WireTime.now()
         try:
-            with self.keep_alive(msg):
-                await self.storage.save_or_discard(task)
+            await self.storage.save_or_discard(task)
         except (TaskConflict, TaskNotFound) as exc:
             log.info("queue %s: task %s changed while its handler ran: %s", self.queue.name, task.id, exc)
         except ConfigurationError as exc:  # the outcome itself cannot be stored: a result over max_payload
@@ -162,34 +159,13 @@ class Settler:
                 log.error("queue %s: could not store task %s as %s: %s", self.queue.name, task.id, state.value, exc)
                 return False
             task.result = None
-            return await self.store(task, TaskState.TERMINATED, f"{UNSTORABLE_RESULT}: {exc}", msg=msg)
+            return await self.store(task, TaskState.TERMINATED, f"{UNSTORABLE_RESULT}: {exc}")
         except AsyncJobsError as exc:
             log.warning("queue %s: could not store task %s as %s: %s", self.queue.name, task.id, state.value, exc)
             return False
         return True
 
     # ---- acks -----------------------------------------------------------------------------------------------
-
-    def keep_alive(self, msg: Msg | None) -> contextlib.AbstractContextManager[object]:
-        """While the block runs, send ``+WPI`` for ``msg`` every half ack wait.
-
-        A save retried through a store outage can outlast the ack wait; without this JetStream would redeliver the
-        item to another worker while this one is still recording its outcome.
-        """
-        if msg is None:
-            return contextlib.nullcontext()
-        return _KeepAlive(self, msg, self.queue.max_run_time_ns / NS_PER_SECOND / 2)
-
-    def _in_progress(self, msg: Msg) -> None:
-        beat = asyncio.get_running_loop().create_task(self._send_wpi(msg))
-        self._beats.add(beat)
-        beat.add_done_callback(self._beats.discard)
-
-    async def _send_wpi(self, msg: Msg) -> None:
-        try:
-            await self.nc.publish(msg.reply, WPI)
-        except Exception as exc:
-            log.debug("queue %s: could not send +WPI: %s", self.queue.name, exc)
 
     async def ack(self, msg: Msg, body: bytes) -> None:
         """Send an ack body for a delivered item (no reply awaited: a lost ack means a redelivery the gates settle)."""
@@ -217,28 +193,3 @@ class Settler:
                     await self.nc.publish(reply, body)
         finally:
             self._replaying = None
-
-
-class _KeepAlive:
-    """A timer sending ``+WPI`` for one item every ``interval`` seconds until the block it guards ends."""
-
-    __slots__ = ("handle", "interval", "loop", "msg", "settler")
-
-    def __init__(self, settler: Settler, msg: Msg, interval: float) -> None:
-        self.settler = settler
-        self.msg = msg
-        self.interval = interval
-        self.loop = asyncio.get_running_loop()
-        self.handle: asyncio.TimerHandle | None = None
-
-    def __enter__(self) -> _KeepAlive:
-        self.handle = self.loop.call_later(self.interval, self._beat)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.handle is not None:
-            self.handle.cancel()
-
-    def _beat(self) -> None:
-        self.settler._in_progress(self.msg)
-        self.handle = self.loop.call_later(self.interval, self._beat)

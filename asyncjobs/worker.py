@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING, Final
 
 from nats.aio.msg import Msg
 
 from asyncjobs import codec
-from asyncjobs.constants import ACK, BLOCKED_NAK_DELAY_NS, ERR_DEPENDENCIES_FAILED, QUEUE_CONSUMER, TERM
+from asyncjobs.constants import ACK, BLOCKED_NAK_DELAY_NS, ERR_DEPENDENCIES_FAILED, TERM
 from asyncjobs.delivery import ACK_TIMEOUT_S, delivery_count, nak
 from asyncjobs.errors import (
     AsyncJobsError,
@@ -32,6 +33,7 @@ from asyncjobs.puller import Puller
 from asyncjobs.retry import RETRY_LINEAR_TEN_SECONDS, RetryPolicy
 from asyncjobs.settle import HandBack, Settler
 from asyncjobs.task import FAILED_STATES, Task, TaskState
+from asyncjobs.upkeep import InProcess, Upkeep
 from asyncjobs.wiretime import NS_PER_SECOND, WireTime
 
 if TYPE_CHECKING:
@@ -46,9 +48,6 @@ STALE_LAST_TRY: Final = "no outcome was recorded for the last try (its worker st
 _DONE_STATES: Final = frozenset(
     {TaskState.COMPLETED, TaskState.EXPIRED, TaskState.TERMINATED, TaskState.UNREACHABLE, TaskState.QUEUE_ERROR}
 )
-IDLE_CHECK_INTERVAL_S: Final = 0.2
-LOOP_LAG_CHECK_S: Final = 1.0
-LOOP_LAG_WARN_S: Final = 1.0
 
 
 class Worker:
@@ -93,8 +92,9 @@ class Worker:
         self.idle = asyncio.Event()
         self.idle.set()
         self.stopping = False
-        self.running: dict[str, Task] = {}
-        """Tasks whose handler runs in this worker now, by id."""
+        self.running: dict[str, InProcess] = {}
+        """Deliveries this worker is processing now (from activation to settling), by task id."""
+        self.upkeep = Upkeep(self)
         self.settler = Settler(storage, queue)
         self.handlers = HandlerRunner(self, router, retry_policy)
         self.puller = Puller(
@@ -120,10 +120,11 @@ class Worker:
         ]
         helpers = [
             asyncio.create_task(self.puller.run(), name=f"asyncjobs-pull-{self.queue.name}"),
-            asyncio.create_task(self._watch_loop_lag(), name=f"asyncjobs-lag-{self.queue.name}"),
+            asyncio.create_task(self.upkeep.watch_loop_lag(), name=f"asyncjobs-lag-{self.queue.name}"),
+            asyncio.create_task(self.upkeep.keep_alive(), name=f"asyncjobs-wpi-{self.queue.name}"),
         ]
         if self.until_idle:
-            helpers.append(asyncio.create_task(self._wait_idle(), name=f"asyncjobs-idle-{self.queue.name}"))
+            helpers.append(asyncio.create_task(self.upkeep.wait_idle(), name=f"asyncjobs-idle-{self.queue.name}"))
         if self.reconciler is not None:
             helpers.append(asyncio.create_task(self.reconciler.run(), name=f"asyncjobs-reconcile-{self.queue.name}"))
         try:
@@ -152,40 +153,6 @@ class Worker:
         for slot in self.slots:
             slot.cancel()
         await asyncio.wait(self.slots, timeout=ACK_TIMEOUT_S * 2)
-
-    async def _wait_idle(self) -> None:
-        """Return once nothing is waiting, in flight or due for a retry in the queue (``run(until_idle=True)``)."""
-        what = f"checking whether queue {self.queue.name!r} is idle"
-        subject = f"CONSUMER.INFO.{self.queue.stream}.{QUEUE_CONSUMER}"
-        while True:
-            await asyncio.sleep(IDLE_CHECK_INTERVAL_S)
-            if self.busy or not self.inbox.empty() or self.puller.overflow:
-                continue
-            try:
-                info = await self.storage.js.api(subject, None, what)
-            except AsyncJobsError as exc:
-                log.info("%s", exc)
-                continue
-            if not int(info.get("num_pending", 0)) and not int(info.get("num_ack_pending", 0)) and not self.busy:
-                log.info("queue %s is idle: nothing waiting or in flight, stopping", self.queue.name)
-                return
-
-    async def _watch_loop_lag(self) -> None:
-        """Say so when a handler blocks the event loop: nothing else in this worker can run meanwhile."""
-        loop = asyncio.get_running_loop()
-        while True:
-            before = loop.time()
-            await asyncio.sleep(LOOP_LAG_CHECK_S)
-            lag = loop.time() - before - LOOP_LAG_CHECK_S
-            if lag >= LOOP_LAG_WARN_S:
-                types = sorted({task.type for task in self.running.values()}) or ["none"]
-                log.warning(
-                    "queue %s: the event loop was blocked for %.1fs while handlers for %s ran: a handler calls "
-                    "blocking code (time.sleep, blocking I/O); run it with asyncio.to_thread()",
-                    self.queue.name,
-                    lag,
-                    ", ".join(types),
-                )
 
     def _recovered(self) -> None:
         # The consumer answers again: resend acks its new leader may have missed, and look for lost deliveries.
@@ -248,7 +215,7 @@ class Worker:
                 task_id,
                 self.max_run_time_ns / NS_PER_SECOND,
             )
-            await self.settler.settle(msg, delivered, running, nak(NS_PER_SECOND), hand_back=HandBack.REQUEUE)
+            await self.settler.settle(msg, delivered, running.task, nak(NS_PER_SECOND), hand_back=HandBack.REQUEUE)
             return
         task = await self._load(msg, task_id, delivered)
         if task is None:
@@ -263,11 +230,10 @@ class Worker:
         # Upstream counts the try only in memory until the next save, so a worker that dies mid-handler loses
         # the count and a task that kills its worker runs forever; we store it with the active state.
         task.tries += 1
-        self.running[task.id] = task  # from here until its delivery is settled
+        self.running[task.id] = InProcess(task, msg, time.monotonic())  # from here until its delivery is settled
         try:
             try:
-                with self.settler.keep_alive(msg):
-                    await self.storage.save_task(task)
+                await self.storage.save_task(task)
             except AsyncJobsError as exc:
                 # Another worker or a retry_task() changed it, or the store stayed unavailable: look again later.
                 log.info("queue %s: could not set task %s active, handing it back: %s", queue, task_id, exc)
