@@ -13,6 +13,7 @@ from nats.aio.client import Client as NATS
 
 import asyncjobs
 from asyncjobs import TaskState
+from asyncjobs.metrics import METRICS
 from asyncjobs.reconciler import LOST_ON_LAST_DELIVERY, Reconciler
 from asyncjobs.server import NatsServer
 from asyncjobs.testing import eventually
@@ -103,6 +104,7 @@ async def test_reconciler_republishes_a_task_left_without_an_item(make_client: C
     waiting = await client.enqueue(asyncjobs.Task("x"))
     fresh = asyncjobs.Task("x")
     await client._storage.save_for_enqueue(fresh, client.queue)
+    repaired = METRICS.reconciler_repaired_total.value("STRANDED", "republish", "new")
     # Within the grace period nothing is touched: the enqueue may still be under way.
     report = await _reconciler(client, clock=time.time_ns).reconcile()
     assert report.republished == [] and report.scanned == 3
@@ -110,6 +112,8 @@ async def test_reconciler_republishes_a_task_left_without_an_item(make_client: C
     first, second = await asyncio.gather(_reconciler(client).reconcile(), _reconciler(client).reconcile())
     assert sorted(first.republished) == sorted(second.republished) == sorted([stranded.id, fresh.id])
     assert await _items(client) == 3
+    # Each repair is counted, by queue, action and the state the task was found in.
+    assert METRICS.reconciler_repaired_total.value("STRANDED", "republish", "new") == repaired + 4
     runs: list[str] = []
     async with running(client, _done_router(runs)):
         for task in (stranded, waiting, fresh):
