@@ -331,7 +331,8 @@ class Client:
     async def close(self) -> None:
         """Stop running workers (letting handlers finish within ``shutdown_grace``) and close the connection.
 
-        Idempotent.
+        Enqueues still under way (their callers may have been cancelled) are given up to ``retry_window`` plus
+        ``request_timeout`` seconds to finish first, so that no task is left half enqueued. Idempotent.
         """
         if self._state is _Lifecycle.CLOSED:
             return
