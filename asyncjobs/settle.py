@@ -53,8 +53,9 @@ class HandBack(Enum):
     """The task was not at fault (the worker stopped, the store was unavailable, a lost race): on the last delivery
     a fresh item replaces the old one."""
     YIELD = "yield"
-    """Another handler runs the task right now and owns its outcome: on the last delivery the item is dropped
-    (``+TERM``); should that handler hand it back, the reconciler republishes it."""
+    """Another handler runs the task right now and owns its outcome: on the last delivery a fresh item replaces the
+    old one (that handler's ``-NAK`` could go to the old one), or, when the queue permits a single delivery (the
+    running one's is then a last one too, and its settle ends the task), the item is dropped."""
 
 
 class Settler:
@@ -108,8 +109,13 @@ class Settler:
                 await self._requeue(msg, task, delivered)
                 return
             if hand_back is HandBack.YIELD:
-                log.warning("queue %s: dropping the last permitted item of task %s: %s", queue, task.id, reason)
-                await self.ack(msg, TERM)
+                if self.max_deliver > 1:
+                    # The running handler's -NAK could go to this very item: keep one the queue will deliver.
+                    await self._requeue(msg, task, delivered)
+                else:
+                    # Its own delivery is a last one too, so its settle ends the task: just drop this one.
+                    log.warning("queue %s: dropping the last permitted item of task %s: %s", queue, task.id, reason)
+                    await self.ack(msg, TERM)
                 return
             state, ack = TaskState.EXPIRED, TERM
             deliveries = "1 delivery" if self.max_deliver == 1 else f"{self.max_deliver} deliveries"
@@ -130,18 +136,19 @@ class Settler:
         except CorruptDataError:
             await self.ack(msg, TERM)
             return
-        log.warning(
-            "queue %s: delivery %d of task %s was the queue's last permitted one and the task was not at fault; "
-            "queueing a fresh item for it",
-            self.queue.name,
-            delivered,
-            task_id,
-        )
+        why = f"delivery {delivered} was the queue's last permitted one and the task was not at fault"
+        if not await self.requeue(task_id, why):
+            await self.ack(msg, TERM)
+
+    async def requeue(self, task_id: str, why: str) -> bool:
+        """Publish a fresh item for a task (replacing any it has); ``False`` if that failed (the reconciler will)."""
+        log.warning("queue %s: queueing a fresh item for task %s: %s", self.queue.name, task_id, why)
         try:
             await self.storage.republish_item(task_id, self.queue)
         except AsyncJobsError as exc:
             log.error("queue %s: could not requeue task %s (%s); the reconciler will", self.queue.name, task_id, exc)
-            await self.ack(msg, TERM)
+            return False
+        return True
 
     async def store(self, task: Task, state: TaskState, last_err: str) -> bool:
         """Record an outcome; ``False`` when it could not be stored (a changed or deleted task counts as done)."""

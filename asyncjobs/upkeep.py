@@ -34,6 +34,8 @@ class InProcess:
     msg: Msg
     since: float
     """Monotonic time of its delivery or of the last ``+WPI`` sent for it."""
+    dropped_duplicate: bool = False
+    """A second delivery of the task arrived meanwhile and was dropped."""
 
 
 class Upkeep:

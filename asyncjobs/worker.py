@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("asyncjobs")
 
 STALE_LAST_TRY: Final = "no outcome was recorded for the last try (its worker stopped or lost the item)"
+_WAITING_STATES: Final = frozenset({TaskState.NEW, TaskState.RETRY, TaskState.BLOCKED})
 _DONE_STATES: Final = frozenset(
     {TaskState.COMPLETED, TaskState.EXPIRED, TaskState.TERMINATED, TaskState.UNREACHABLE, TaskState.QUEUE_ERROR}
 )
@@ -121,8 +122,9 @@ class Worker:
         helpers = [
             asyncio.create_task(self.puller.run(), name=f"asyncjobs-pull-{self.queue.name}"),
             asyncio.create_task(self.upkeep.watch_loop_lag(), name=f"asyncjobs-lag-{self.queue.name}"),
-            asyncio.create_task(self.upkeep.keep_alive(), name=f"asyncjobs-wpi-{self.queue.name}"),
         ]
+        # Kept until the last outcome is settled, shutdown grace included.
+        keep_alive = asyncio.create_task(self.upkeep.keep_alive(), name=f"asyncjobs-wpi-{self.queue.name}")
         if self.until_idle:
             helpers.append(asyncio.create_task(self.upkeep.wait_idle(), name=f"asyncjobs-idle-{self.queue.name}"))
         if self.reconciler is not None:
@@ -136,7 +138,11 @@ class Worker:
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
-            await self._drain()
+            try:
+                await self._drain()
+            finally:
+                keep_alive.cancel()
+                await asyncio.gather(keep_alive, return_exceptions=True)
 
     async def _drain(self) -> None:
         unstarted = [*self.puller.overflow]
@@ -175,6 +181,8 @@ class Worker:
                 await self._process(msg)
             except asyncio.CancelledError:
                 if me.cancelling():
+                    # Stopped before its handler started (loading, gates, activation): straight back to the queue.
+                    await self._hand_back(msg, nak(0))
                     raise
                 # Not ours: something inside the processing raised it. Keep the slot; hand the item back.
                 log.error("queue %s: a stray cancellation while processing an item; handing it back", self.queue.name)
@@ -206,7 +214,8 @@ class Worker:
         running = self.running.get(task_id)
         if running is not None:
             # Redelivered because its handler ran past the ack wait without giving the loop back (blocking code), or
-            # a second item (a forced retry_task): never run a task twice at once in one worker; look again soon.
+            # a second item (a forced retry_task, a repeated enqueue): never run a task twice at once in one worker.
+            # The item is dropped; if the running delivery ends up handing the task back, it queues a fresh item.
             log.warning(
                 "queue %s: task %s was delivered again while this worker still runs its handler or records its "
                 "outcome; not starting it twice (past the max run time of %gs, a handler that does not await blocks "
@@ -215,7 +224,8 @@ class Worker:
                 task_id,
                 self.max_run_time_ns / NS_PER_SECOND,
             )
-            await self.settler.settle(msg, delivered, running.task, nak(NS_PER_SECOND), hand_back=HandBack.REQUEUE)
+            running.dropped_duplicate = True
+            await self.settler.ack(msg, TERM)
             return
         task = await self._load(msg, task_id, delivered)
         if task is None:
@@ -230,7 +240,7 @@ class Worker:
         # Upstream counts the try only in memory until the next save, so a worker that dies mid-handler loses
         # the count and a task that kills its worker runs forever; we store it with the active state.
         task.tries += 1
-        self.running[task.id] = InProcess(task, msg, time.monotonic())  # from here until its delivery is settled
+        entry = self.running[task.id] = InProcess(task, msg, time.monotonic())  # until its delivery is settled
         try:
             try:
                 await self.storage.save_task(task)
@@ -243,12 +253,30 @@ class Worker:
                 return
             await self.handlers.run(msg, task, delivered)
         finally:
-            self.running.pop(task.id, None)
+            if self.running.get(task.id) is entry:
+                del self.running[task.id]
+        if entry.dropped_duplicate:
+            await self._restore_item(task.id)
 
-    async def _hand_back(self, msg: Msg) -> None:
-        """Hand back an item whose processing broke off (a bug, or a stray cancellation): never a dead item."""
+    async def _restore_item(self, task_id: str) -> None:
+        """After a duplicate delivery was dropped: a task left waiting (handed back, or retried by someone) must still
+        have an item, since the dropped one may have been the only one."""
+        try:
+            stored = await self.storage.load_task(task_id, verify=False)
+            if stored.state not in _WAITING_STATES or await self.storage.item_queued(task_id, self.queue):
+                return
+        except AsyncJobsError as exc:
+            log.info(
+                "queue %s: could not check the item of task %s (the reconciler will): %s", self.queue.name, task_id, exc
+            )
+            return
+        await self.settler.requeue(task_id, f"it is {stored.state.value} and a duplicate delivery of it was dropped")
+
+    async def _hand_back(self, msg: Msg, body: bytes | None = None) -> None:
+        """Hand back an item whose processing broke off (a bug, a cancellation): never a dead item."""
         delivered = delivery_count(msg.reply)
-        await self.settler.settle(msg, delivered, None, self._later(delivered), hand_back=HandBack.REQUEUE)
+        body = self._later(delivered) if body is None else body
+        await self.settler.settle(msg, delivered, None, body, hand_back=HandBack.REQUEUE)
 
     @staticmethod
     def _later(delivered: int) -> bytes:

@@ -348,17 +348,21 @@ async def test_keep_alive_sends_wpi_for_deliveries_still_in_process(make_client:
 
 
 @pytest.mark.parametrize(
-    ("hand_back", "state_after", "items_after", "undelivered"),
+    ("hand_back", "max_tries", "state_after", "items_after", "undelivered"),
     [
-        ("retry", TaskState.EXPIRED, 0, 0),  # the task failed: a final state, the item terminated
-        ("requeue", TaskState.NEW, 1, 1),  # not its fault (load or store failure, shutdown): a fresh item
-        ("yield", TaskState.NEW, 0, 0),  # another handler owns it: the item is dropped, the task left to that run
+        ("retry", 1, TaskState.EXPIRED, 0, 0),  # the task failed: a final state, the item terminated
+        ("requeue", 1, TaskState.NEW, 1, 1),  # not its fault (load or store failure, shutdown): a fresh item
+        # Another handler owns it: a fresh item, since that handler's -NAK could go to the old one ...
+        ("yield", 2, TaskState.NEW, 1, 1),
+        # ... unless one delivery is all the queue permits: that handler's own settle then ends the task.
+        ("yield", 1, TaskState.NEW, 0, 0),
     ],
 )
 async def test_a_hand_back_on_the_last_permitted_delivery(
     make_client: ClientFactory,
     nc: NATS,
     hand_back: str,
+    max_tries: int,
     state_after: TaskState,
     items_after: int,
     undelivered: int,
@@ -368,17 +372,19 @@ async def test_a_hand_back_on_the_last_permitted_delivery(
     from asyncjobs.delivery import delivery_count, nak
     from asyncjobs.settle import HandBack, Settler
 
-    queue = f"LAST{hand_back.upper()}"
-    client = await make_client(queue=asyncjobs.Queue(queue, max_tries=1))
+    queue = f"LAST{hand_back.upper()}{max_tries}"
+    client = await make_client(queue=asyncjobs.Queue(queue, max_tries=max_tries))
     task = await client.enqueue(asyncjobs.Task("x"))
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)
     await nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.CHORIA_AJ_Q_{queue}.WORKERS", b'{"batch": 1}', reply=inbox)
     msg: Msg = await sub.next_msg(timeout=5)
-    assert delivery_count(msg.reply) == 1  # and the queue permits one
+    assert delivery_count(msg.reply) == 1
     settler = Settler(client._storage, client.queue)
     stored = await client.get_task(task.id)
-    await settler.settle(msg, 1, stored, nak(1_000_000_000), reason="lost a race", hand_back=HandBack(hand_back))
+    # Settled as the queue's last permitted delivery.
+    kind = HandBack(hand_back)
+    await settler.settle(msg, max_tries, stored, nak(1_000_000_000), reason="lost a race", hand_back=kind)
     await nc.flush()
 
     async def settled() -> bool:
@@ -390,3 +396,32 @@ async def test_a_hand_back_on_the_last_permitted_delivery(
     assert after.state == state_after
     if state_after == TaskState.EXPIRED:
         assert after.last_err == "lost a race; the queue's max_tries (1 delivery) is used up"
+
+
+async def test_a_second_item_for_a_running_task_is_dropped_without_a_loop(
+    make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One permitted delivery: handing the duplicate back would republish it again and again while the handler runs.
+    client = await make_client(queue=asyncjobs.Queue("DUPONE", max_tries=1))
+    release = asyncio.Event()
+    runs: list[int] = []
+    router = asyncjobs.Router()
+
+    @router.handler("x")
+    async def handle(task: asyncjobs.Task) -> str:
+        runs.append(task.tries)
+        if len(runs) == 1:
+            await release.wait()
+            raise RuntimeError("failed after a forced retry")
+        return "done"
+
+    task = await client.enqueue(asyncjobs.Task("x"))
+    async with running(client, router):
+        await wait_state(client, task.id, TaskState.ACTIVE)
+        await client.retry_task(task.id, force=True)  # a second item while the first run goes on
+        await eventually(lambda: "delivered again" in caplog.text, message="the duplicate delivery dropped")
+        await asyncio.sleep(0.5)
+        release.set()
+        done = await wait_state(client, task.id, TaskState.COMPLETED)
+    assert caplog.text.count("delivered again") == 1
+    assert done.result is not None and runs == [1, 1]
