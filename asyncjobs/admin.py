@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -10,10 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-import nats.errors
-from nats.js import api
-
-from asyncjobs import codec
 from asyncjobs.constants import (
     CONFIG_BUCKET,
     QUEUE_CONSUMER,
@@ -21,11 +16,11 @@ from asyncjobs.constants import (
     QUEUE_PURGED_KEY_PREFIX,
     QUEUE_STREAM_PREFIX,
     TASKS_STREAM,
-    TASKS_SUBJECTS,
 )
-from asyncjobs.errors import AsyncJobsError, ConfigurationError, CorruptDataError, JetStreamError
+from asyncjobs.errors import AsyncJobsError, ConfigurationError
 from asyncjobs.jsapi import QUEUE_ERRORS, JetStream
 from asyncjobs.kv import KeyValue
+from asyncjobs.listing import stored_tasks
 from asyncjobs.queue import Queue
 from asyncjobs.storage import Storage
 from asyncjobs.task import Task, TaskState, validate_name
@@ -222,6 +217,7 @@ class Admin:
 
         Raises:
             ConfigurationError: an invalid filter.
+            RequestTimeout: the server stopped sending tasks before the end of the store (the listing is partial).
         """
         wanted = frozenset(TaskState.parse(s) for s in states)
         since_ns = None if created_since is None else WireTime.from_datetime(created_since).unix_ns
@@ -229,57 +225,16 @@ class Admin:
             raise ConfigurationError(f"limit must be an integer of at least 1, or None for no limit, not {limit!r}")
         if isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < 0:
             raise ConfigurationError(f"after_seq must be a stream sequence (an integer >= 0), not {after_seq!r}")
-        info = await self._js.stream_info(TASKS_STREAM, "listing tasks")
-        state = info.get("state", {})
-        if int(state.get("messages", 0)) == 0 or after_seq >= int(state.get("last_seq", 0)):
-            return
-        jsctx = self._js.nc.jetstream(prefix=self._js.prefix)
-        if after_seq:
-            start: dict[str, Any] = {
-                "deliver_policy": api.DeliverPolicy.BY_START_SEQUENCE,
-                "opt_start_seq": after_seq + 1,
-            }
-        else:
-            start = {"deliver_policy": api.DeliverPolicy.ALL}
-        config = api.ConsumerConfig(ack_policy=api.AckPolicy.NONE, mem_storage=True, inactive_threshold=30, **start)
-        try:
-            sub = await jsctx.pull_subscribe(TASKS_SUBJECTS, stream=TASKS_STREAM, config=config)
-        except Exception as exc:
-            raise JetStreamError(f"listing tasks: cannot create a consumer: {exc}") from exc
         found = 0
-        try:
-            while True:
-                try:
-                    msgs = await sub.fetch(LIST_BATCH, timeout=LIST_FETCH_TIMEOUT_S)
-                except nats.errors.TimeoutError:
-                    return
-                for msg in msgs:
-                    seq = msg.metadata.sequence.stream
-                    try:
-                        task = codec.decode_task(msg.data, seq=seq)
-                    except CorruptDataError as exc:
-                        log.warning(
-                            "skipping the task stored at sequence %d of %s (subject %s): it cannot be decoded: %s",
-                            seq,
-                            TASKS_STREAM,
-                            msg.subject,
-                            exc,
-                        )
-                        continue
-                    if (
-                        (wanted and task.state not in wanted)
-                        or (task_type is not None and task.type != task_type)
-                        or (queue is not None and task.queue != queue)
-                        or (since_ns is not None and task.created_at.unix_ns < since_ns)
-                    ):
-                        continue
-                    yield task
-                    found += 1
-                    if limit is not None and found >= limit:
-                        return
-                if not msgs or msgs[-1].metadata.num_pending == 0:
-                    return
-        finally:
-            # The server reaps the consumer after its inactive threshold anyway.
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        async for task in stored_tasks(self._js, after_seq=after_seq):
+            if (
+                (wanted and task.state not in wanted)
+                or (task_type is not None and task.type != task_type)
+                or (queue is not None and task.queue != queue)
+                or (since_ns is not None and task.created_at.unix_ns < since_ns)
+            ):
+                continue
+            yield task
+            found += 1
+            if limit is not None and found >= limit:
+                return

@@ -60,6 +60,8 @@ NAK_PREFIX: Final = b'-NAK {"delay": '
 # Event types (upstream §2.9).
 EVENT_TASK_STATE: Final = "io.choria.asyncjobs.v1.task_state"
 EVENT_LEADER_ELECTED: Final = "io.choria.asyncjobs.v1.leader_elected"
+# The server's advisory when a consumer stops redelivering a message: $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<s>.<c>
+MAX_DELIVERIES_ADVISORY: Final = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 
 # Work queue item kinds (upstream §2.7).
 ITEM_KIND_TASK: Final = 0

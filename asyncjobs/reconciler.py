@@ -6,22 +6,25 @@ bugs: whatever left a task ``new``, ``blocked``, ``retry`` or ``active`` without
 killed between two writes, an outage that outlasted every retry, a worker lost on an item's last permitted
 delivery), it is found and repaired within a pass or two.
 
-A pass reads the queue's waiting tasks from the task store, starting at the oldest one the previous pass saw
-still waiting (a task moves to a higher stream sequence on every save, so everything below that mark is final),
-and for each one older than the grace period:
+A pass reads the task store from where the previous one stopped, at most 2,000 stored tasks at a time; a sweep that
+reaches the end restarts at the oldest task of the queue it saw still waiting (a task moves to a higher stream
+sequence on every save, so everything below that mark is final), so a healthy queue's passes read only recent tasks.
+For each waiting task of the queue without progress for the grace period, it looks up the task's work item, reads
+the task again (to act only on what is still true), and:
 
 * no work item in the queue: a fresh item is published (under a ``Nats-Msg-Id`` derived from the stored task
   version, so concurrent reconcilers in several workers publish one item between them); the worker's gates then
   run it, or expire it when its tries are used up. Unless the item was removed on purpose: a task older than the
   queue's last purge (``admin.purge_queue``/``delete_queue`` record it), older than the queue's ``max_age``, or in
   a full queue that drops its oldest items (``discard_old``) ends ``expired`` with the reason instead;
-* an item delivered to a worker that never set the task ``active`` within 10 s: the delivery was lost on its way
-  (a node died, a connection dropped, during a leader change); a fresh item replaces it. This is also looked at right
-  after a worker's consumer recovers from a disturbance, so the task does not wait out its ack wait. A second
-  delivery cannot start a second run: setting a task active is a write guarded by its stored sequence;
-* an item the consumer will never deliver again (it used up the queue's ``max_tries`` deliveries, which the
-  consumer's counts reveal): a waiting task gets a fresh item; an ``active`` one, whose worker was lost on its last
-  permitted delivery, ends ``expired`` and the dead item is deleted.
+* a ``new`` task whose item was delivered but that no worker set ``active`` within 10 s: the delivery was lost on
+  its way (a node died, a connection dropped, during a leader change); a fresh item replaces it. This is also looked
+  at right after a worker's consumer recovers from a disturbance, so the task does not wait out its ack wait. A
+  second delivery cannot start a second run: setting a task active is a write guarded by its stored sequence.
+
+Items the consumer gives up on (a worker lost while it held an item on its last permitted delivery) are repaired as
+the server announces them, by :meth:`Reconciler.watch_dead_items`: an ``active`` task ends ``expired``, a waiting one
+gets a fresh item.
 
 Each action is logged at WARNING and counted in ``choria_asyncjobs_reconciler_repaired_total``.
 """
@@ -37,9 +40,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from asyncjobs.constants import CONFIG_BUCKET, QUEUE_CONSUMER, QUEUE_PURGED_KEY_PREFIX, TASKS_STREAM
-from asyncjobs.errors import AsyncJobsError, TaskConflict, TaskNotFound
+import orjson
+
+from asyncjobs import codec
+from asyncjobs.constants import CONFIG_BUCKET, MAX_DELIVERIES_ADVISORY, QUEUE_CONSUMER, QUEUE_PURGED_KEY_PREFIX
+from asyncjobs.errors import AsyncJobsError, CorruptDataError, TaskConflict, TaskNotFound
+from asyncjobs.jsapi import TASK_ERRORS, decode_stored
 from asyncjobs.kv import KeyValue
+from asyncjobs.listing import scan_tasks
 from asyncjobs.metrics import METRICS
 from asyncjobs.task import Task, TaskState
 from asyncjobs.wiretime import NS_PER_SECOND, WireTime
@@ -54,6 +62,8 @@ log = logging.getLogger("asyncjobs")
 WAITING_STATES: Final = frozenset({TaskState.NEW, TaskState.BLOCKED, TaskState.RETRY, TaskState.ACTIVE})
 """States in which a task needs a deliverable work item."""
 MAX_CHECKS_PER_PASS: Final = 1000
+# Stored tasks read per pass: a sweep over a large store spreads over several passes instead of blocking a worker.
+MAX_SCAN_PER_PASS: Final = 2000
 # A new task whose item was delivered but which no worker set active within this time lost its delivery.
 LOST_DELIVERY_GRACE_S: Final = 10.0
 LOST_DELIVERY_GRACE_NS: Final = int(LOST_DELIVERY_GRACE_S * NS_PER_SECOND)
@@ -74,7 +84,7 @@ class PassReport:
     expired: list[str] = field(default_factory=list)
     """Tasks ended ``expired``: active with a dead item, or waiting for an item removed on purpose."""
     dead_items: int = 0
-    """Items in the queue the consumer will not deliver again."""
+    """Items the consumer gave up on that were repaired."""
 
 
 class Reconciler:
@@ -106,7 +116,8 @@ class Reconciler:
         self.grace_ns = int(grace * NS_PER_SECOND)
         self.clock = clock
         self.cursor = 0
-        """Stream sequence below which every task of the queue was final at the last pass."""
+        """Where the next pass reads the task store from (after this stream sequence)."""
+        self._sweep_lowest = 0
         self._woken = asyncio.Event()
 
     def wake(self) -> None:
@@ -128,6 +139,8 @@ class Reconciler:
                 await self.reconcile()
             except AsyncJobsError as exc:
                 log.warning("queue %s: reconciler pass failed, trying again later: %s", self.queue.name, exc)
+            except Exception:  # a repair pass must never stop the worker that hosts it
+                log.exception("queue %s: reconciler pass failed, trying again later", self.queue.name)
 
     async def reconcile(self) -> PassReport:
         """One pass over the queue's waiting tasks.
@@ -138,43 +151,42 @@ class Reconciler:
         report = PassReport()
         queue = self.queue
         METRICS.reconciler_pass_total.labels(queue.name).inc()
-        report.dead_items, delivered_seq = await self._consumer_state()
+        delivered_seq = await self._delivered_seq()
         purged_ns = await self._purged_at()
-        store = await self.storage.js.stream_info(TASKS_STREAM, f"reconciling queue {queue.name!r}")
-        store_last_seq = int(store.get("state", {}).get("last_seq", 0))
+        scan = await scan_tasks(self.storage.js, after_seq=self.cursor, max_messages=MAX_SCAN_PER_PASS)
         now = self.clock()
-        lowest = 0
         stale: list[Task] = []
-        async for task in self.admin.tasks(states=WAITING_STATES, queue=queue.name, after_seq=self.cursor):
+        for task in scan.tasks:
+            if task.queue != queue.name or task.state not in WAITING_STATES:
+                continue
             report.scanned += 1
-            lowest = task.seq if not lowest else min(lowest, task.seq)
+            self._sweep_lowest = task.seq if not self._sweep_lowest else min(self._sweep_lowest, task.seq)
             if now - _last_change_ns(task) > self._first_look(task) and len(stale) < MAX_CHECKS_PER_PASS:
                 stale.append(task)
-        self.cursor = lowest - 1 if lowest else store_last_seq
-        dead_budget = report.dead_items
+        if scan.complete:
+            # A sweep ends: the next one starts at the oldest task it saw waiting (all below it were final).
+            self.cursor = self._sweep_lowest - 1 if self._sweep_lowest else scan.last_seq
+            self._sweep_lowest = 0
+        else:
+            self.cursor = scan.last_seq  # the sweep goes on from here next pass
         for start in range(0, len(stale), CHECK_CHUNK):
             chunk = stale[start : start + CHECK_CHUNK]
             items = await asyncio.gather(*(self._item_seq(task) for task in chunk))
             for task, item_seq in zip(chunk, items, strict=True):
-                overdue = now - _last_change_ns(task) > self._grace_for(task)
                 if item_seq is None:
-                    if not overdue:
+                    if now - _last_change_ns(task) <= self._grace_for(task):
                         continue  # its enqueue may still be publishing the item
+                    if not await self._unchanged(task):
+                        continue
                     dropped = self._dropped_on_purpose(task, purged_ns)
                     if dropped:
-                        await self._expire(task, None, report, dropped)
+                        await self._expire(task, report, dropped)
                     else:
                         await self._republish(task, report, "no work item")
-                elif task.state == TaskState.NEW and item_seq <= delivered_seq:
+                elif task.state == TaskState.NEW and item_seq <= delivered_seq and await self._unchanged(task):
                     # Delivered, yet no worker ever set it active: the delivery was lost on its way (a node died, a
                     # connection dropped). A fresh item cannot start a second run: activation is a guarded write.
                     await self._republish(task, report, "a delivery that never reached a worker")
-                elif overdue and dead_budget > 0:
-                    dead_budget -= 1
-                    if task.state == TaskState.ACTIVE:
-                        await self._expire(task, item_seq, report, LOST_ON_LAST_DELIVERY)
-                    else:
-                        await self._republish(task, report, "a work item the queue no longer delivers")
         if report.republished or report.expired:
             log.info(
                 "queue %s: reconciler pass: %d waiting tasks read, %d republished, %d expired",
@@ -218,17 +230,63 @@ class Reconciler:
         # An active task is legitimately without news for as long as its handler may run.
         return self.grace_ns + (self.queue.max_run_time_ns if task.state == TaskState.ACTIVE else 0)
 
-    async def _consumer_state(self) -> tuple[int, int]:
-        """Dead items (stored, but neither waiting for delivery nor awaiting an ack: never delivered again), and the
-        stream sequence up to which every item was delivered at least once."""
-        stream = self.queue.stream
+    async def watch_dead_items(self) -> None:
+        """Repair each item the moment the consumer gives up on it (the server's max-deliveries advisory).
+
+        An item reaches the consumer's ``max_deliver`` only when a worker was lost while it held the item on its last
+        permitted delivery (every other hand-back is settled before that). Its task then ends ``expired`` if it was
+        ``active``, or gets a fresh item if it was waiting; the dead item is deleted. Every worker hears the
+        advisory; the repairs are guarded writes, so one of them applies.
+        """
+        subject = f"{MAX_DELIVERIES_ADVISORY}.{self.queue.stream}.{QUEUE_CONSUMER}"
+        sub = await self.storage.nc.subscribe(subject)
+        try:
+            async for msg in sub.messages:
+                try:
+                    await self.repair_dead_item(msg.data)
+                except Exception:  # a repair must never stop the worker that hosts it
+                    log.exception("queue %s: could not repair a dead work item", self.queue.name)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def repair_dead_item(self, advisory: bytes) -> PassReport:
+        """Repair the item a max-deliveries advisory names (see :meth:`watch_dead_items`)."""
+        report = PassReport()
+        stream, what = self.queue.stream, f"repairing a dead item of queue {self.queue.name!r}"
+        try:
+            seq = int(orjson.loads(advisory)["stream_seq"])
+            reply = await self.storage.js.api(f"STREAM.MSG.GET.{stream}", {"seq": seq}, what, errors=TASK_ERRORS)
+            task_id = codec.decode_item(decode_stored(reply, what).data)
+            task = await self.storage.load_task(task_id, verify=False)
+        except TaskNotFound:
+            return report  # already repaired by another worker, or its task is gone
+        except (KeyError, TypeError, ValueError, CorruptDataError) as exc:
+            log.warning("queue %s: ignoring a max-deliveries advisory: %s", self.queue.name, exc)
+            return report
+        report.dead_items = 1
+        if task.state == TaskState.ACTIVE:
+            await self._expire(task, report, LOST_ON_LAST_DELIVERY)
+        elif task.state in WAITING_STATES:
+            await self._republish(task, report, "a work item the queue no longer delivers")
+            return report  # the fresh item replaced the dead one
+        with contextlib.suppress(AsyncJobsError):
+            await self.storage.js.api(f"STREAM.MSG.DELETE.{stream}", {"seq": seq}, what, errors=TASK_ERRORS)
+        return report
+
+    async def _delivered_seq(self) -> int:
+        """The stream sequence up to which the queue's consumer has delivered every item at least once."""
         what = f"reconciling queue {self.queue.name!r}"
-        info = await self.storage.js.stream_info(stream, what)
-        consumer = await self.storage.js.api(f"CONSUMER.INFO.{stream}.{QUEUE_CONSUMER}", None, what)
-        stored = int(info.get("state", {}).get("messages", 0))
-        live = int(consumer.get("num_pending", 0)) + int(consumer.get("num_ack_pending", 0))
-        delivered = int((consumer.get("delivered") or {}).get("stream_seq", 0))
-        return max(0, stored - live), delivered
+        consumer = await self.storage.js.api(f"CONSUMER.INFO.{self.queue.stream}.{QUEUE_CONSUMER}", None, what)
+        return int((consumer.get("delivered") or {}).get("stream_seq", 0))
+
+    async def _unchanged(self, task: Task) -> bool:
+        """Whether the task is still stored as this pass read it (a worker may have moved it on meanwhile)."""
+        try:
+            current = await self.storage.load_task(task.id, verify=False)
+        except AsyncJobsError:
+            return False
+        return current.seq == task.seq
 
     async def _item_seq(self, task: Task) -> int | None:
         """The stream sequence of the task's work item, or ``None`` when it has none."""
@@ -258,7 +316,7 @@ class Reconciler:
         METRICS.reconciler_repaired_total.labels(self.queue.name, "republish", task.state.value).inc()
         report.republished.append(task.id)
 
-    async def _expire(self, task: Task, item_seq: int | None, report: PassReport, reason: str) -> None:
+    async def _expire(self, task: Task, report: PassReport, reason: str) -> None:
         was = task.state.value
         log.warning("queue %s: expiring task %s: %s", self.queue.name, task.id, reason)
         task.state = TaskState.EXPIRED
@@ -271,13 +329,6 @@ class Reconciler:
         except AsyncJobsError as exc:
             log.warning("queue %s: could not expire task %s: %s", self.queue.name, task.id, exc)
             return
-        if item_seq is not None:
-            try:
-                await self.storage.js.api(
-                    f"STREAM.MSG.DELETE.{self.queue.stream}", {"seq": item_seq}, f"deleting the dead item of {task.id}"
-                )
-            except AsyncJobsError as exc:  # the next delivery, if any, finds the task expired and acks it
-                log.info("queue %s: could not delete the dead item of task %s: %s", self.queue.name, task.id, exc)
         METRICS.reconciler_repaired_total.labels(self.queue.name, "expire", was).inc()
         report.expired.append(task.id)
 

@@ -119,20 +119,24 @@ class Worker:
             asyncio.create_task(self._slot(), name=f"asyncjobs-slot-{self.queue.name}-{n}")
             for n in range(self.puller.slots)
         ]
-        helpers = [
-            asyncio.create_task(self.puller.run(), name=f"asyncjobs-pull-{self.queue.name}"),
-            asyncio.create_task(self.upkeep.watch_loop_lag(), name=f"asyncjobs-lag-{self.queue.name}"),
-        ]
-        # Kept until the last outcome is settled, shutdown grace included.
-        keep_alive = asyncio.create_task(self.upkeep.keep_alive(), name=f"asyncjobs-wpi-{self.queue.name}")
+        name = self.queue.name
+        # The puller (and the idle check) decide when the worker ends; the rest only serve it.
+        deciding = [asyncio.create_task(self.puller.run(), name=f"asyncjobs-pull-{name}")]
         if self.until_idle:
-            helpers.append(asyncio.create_task(self.upkeep.wait_idle(), name=f"asyncjobs-idle-{self.queue.name}"))
+            deciding.append(asyncio.create_task(self.upkeep.wait_idle(), name=f"asyncjobs-idle-{name}"))
+        serving = [asyncio.create_task(self.upkeep.watch_loop_lag(), name=f"asyncjobs-lag-{name}")]
         if self.reconciler is not None:
-            helpers.append(asyncio.create_task(self.reconciler.run(), name=f"asyncjobs-reconcile-{self.queue.name}"))
+            serving.append(asyncio.create_task(self.reconciler.run(), name=f"asyncjobs-reconcile-{name}"))
+            serving.append(asyncio.create_task(self.reconciler.watch_dead_items(), name=f"asyncjobs-dead-{name}"))
+        for task in serving:
+            task.add_done_callback(self._served)
+        # Kept until the last outcome is settled, shutdown grace included.
+        keep_alive = asyncio.create_task(self.upkeep.keep_alive(), name=f"asyncjobs-wpi-{name}")
+        helpers = deciding + serving
         try:
-            done, _ = await asyncio.wait(helpers, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(deciding, return_when=asyncio.FIRST_COMPLETED)
             for finished in done:
-                finished.result()  # the puller or the reconciler failing for good ends the worker
+                finished.result()  # the puller failing for good (a closed connection) ends the worker
         finally:
             self.stopping = True
             for helper in helpers:
@@ -143,6 +147,11 @@ class Worker:
             finally:
                 keep_alive.cancel()
                 await asyncio.gather(keep_alive, return_exceptions=True)
+
+    def _served(self, task: asyncio.Task[None]) -> None:
+        # A background duty that ended on its own while the worker runs: say so, the worker goes on without it.
+        if not task.cancelled() and not self.stopping:
+            log.error("queue %s: %s stopped: %r", self.queue.name, task.get_name(), task.exception())
 
     async def _drain(self) -> None:
         unstarted = [*self.puller.overflow]

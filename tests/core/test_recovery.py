@@ -136,30 +136,34 @@ async def test_reconciler_reruns_an_active_task_whose_item_was_lost(make_client:
     assert runs == [task.id] and done.tries == 2
 
 
-async def test_reconciler_expires_an_active_task_with_a_dead_item(make_client: ClientFactory, nc: NATS) -> None:
-    # A worker took the item on its last permitted delivery, set the task active, and died.
-    client = await make_client(queue=asyncjobs.Queue("DEAD", max_run_time=1, max_tries=1), reconcile_interval=None)
-    task = await client.enqueue(asyncjobs.Task("x"))
+async def test_a_worker_repairs_items_the_consumer_gave_up_on(make_client: ClientFactory, nc: NATS) -> None:
+    # A worker took an item on its last permitted delivery, set the task active, and died; another took the item of
+    # a waiting task and died before setting it active. Both items are dead: the consumer never delivers them again.
+    queue = asyncjobs.Queue("DEAD", max_run_time=1, max_tries=1)
+    client = await make_client(queue=queue)
+    active = await client.enqueue(asyncjobs.Task("x"))
+    waiting = await client.enqueue(asyncjobs.Task("x"))
     reply = await nc.request(
         "$JS.API.CONSUMER.MSG.NEXT.CHORIA_AJ_Q_DEAD.WORKERS",
-        orjson.dumps({"batch": 1, "expires": 2_000_000_000}),
+        orjson.dumps({"batch": 2, "expires": 2_000_000_000}),
         old_style=True,
     )
-    assert reply.data == b'{"kind":0,"job":"' + task.id.encode() + b'"}'
-    stored = await client.get_task(task.id)
+    assert reply.data == b'{"kind":0,"job":"' + active.id.encode() + b'"}'
+    stored = await client.get_task(active.id)
     stored.state, stored.tries, stored.tried_at = TaskState.ACTIVE, 1, stored.created_at
     await client._storage.save_task(stored)
+    runs: list[str] = []
+    # The worker starts before the ack wait runs out, so it hears the server's max-deliveries advisories.
+    async with running(client, _done_router(runs)):
+        expired = await wait_state(client, active.id, TaskState.EXPIRED)
+        await wait_state(client, waiting.id, TaskState.COMPLETED)
+        await eventually(lambda: _items_are(client, 0), message="the dead items gone")
+    assert expired.last_err == LOST_ON_LAST_DELIVERY
+    assert runs == [waiting.id]
 
-    async def dead() -> bool:
-        info = await client.admin.queue_info("DEAD")
-        return info.items == 1 and info.in_flight == 0 and info.pending == 0
 
-    await eventually(dead, message="the item is dead after its ack wait")
-    report = await _reconciler(client).reconcile()
-    assert report.dead_items == 1 and report.expired == [task.id]
-    expired = await client.get_task(task.id)
-    assert expired.state == TaskState.EXPIRED and expired.last_err == LOST_ON_LAST_DELIVERY
-    assert await _items(client) == 0
+async def _items_are(client: asyncjobs.Client, count: int) -> bool:
+    return await _items(client) == count
 
 
 async def test_reconciler_replaces_a_delivery_that_never_reached_a_worker(make_client: ClientFactory, nc: NATS) -> None:
@@ -316,3 +320,46 @@ async def test_transient_errors_are_retried_then_reported(nats_url: str) -> None
         assert time.monotonic() - started < 0.9
     finally:
         await nc.close()
+
+
+async def test_a_large_store_is_swept_over_several_bounded_passes(
+    make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncjobs.reconciler as reconciler_module
+
+    monkeypatch.setattr(reconciler_module, "MAX_SCAN_PER_PASS", 100)
+    other = await make_client(queue="OTHERQ")
+    await other.enqueue_many([asyncjobs.Task("x") for _ in range(300)])  # not this queue's: read, then skipped
+    client = await make_client(queue="SWEPT", reconcile_interval=None)
+    stranded = asyncjobs.Task("x")
+    await client._storage.save_for_enqueue(stranded, client.queue)
+    reconciler = _reconciler(client)
+    reports = [await reconciler.reconcile() for _ in range(3)]
+    # 301 stored tasks, read a batch of 256 at a time: the first pass stops short of the stranded task ...
+    assert (reports[0].scanned, reports[0].republished) == (0, [])
+    # ... the second goes on from there, finds it and ends the sweep ...
+    assert (reports[1].scanned, reports[1].republished) == (1, [stranded.id])
+    # ... and the next sweep starts at the oldest task still waiting: the others are not read again.
+    assert (reports[2].scanned, reports[2].republished) == (1, [])
+    assert reconciler.cursor == stranded.seq - 1
+
+
+async def test_a_failing_pass_does_not_stop_the_reconciler(
+    make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await make_client(queue="FLAKY", reconcile_interval=None)
+    reconciler = Reconciler(client._storage, client.admin, client.queue, interval=0.01, grace=60)
+    calls: list[int] = []
+
+    async def flaky() -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise TimeoutError("a bare timeout from deep inside nats-py")
+        return None
+
+    monkeypatch.setattr(reconciler, "reconcile", flaky)
+    runner = asyncio.create_task(reconciler.run())
+    await eventually(lambda: len(calls) >= 3, message="passes go on after a failed one")
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
