@@ -160,7 +160,14 @@ class Settler:
         try:
             await self.storage.save_or_discard(task)
         except (TaskConflict, TaskNotFound) as exc:
-            log.info("queue %s: task %s changed while its handler ran: %s", self.queue.name, task.id, exc)
+            # Someone else's write won (a forced retry_task, a delete, a repair): this outcome is dropped, visibly.
+            log.warning(
+                "queue %s: the %s outcome of task %s was not stored, the task changed meanwhile: %s",
+                self.queue.name,
+                state.value,
+                task.id,
+                exc,
+            )
         except ConfigurationError as exc:  # the outcome itself cannot be stored: a result over max_payload
             if state is not TaskState.COMPLETED:
                 log.error("queue %s: could not store task %s as %s: %s", self.queue.name, task.id, state.value, exc)
