@@ -322,9 +322,7 @@ class Client:
         opts = self._options
         if opts.reconcile_interval is None:
             return None
-        return Reconciler(
-            self._storage, self.admin, self._queue, interval=opts.reconcile_interval, grace=opts.reconcile_grace
-        )
+        return Reconciler(self._storage, self._queue, interval=opts.reconcile_interval, grace=opts.reconcile_grace)
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
 

@@ -53,7 +53,6 @@ from asyncjobs.task import Task, TaskState
 from asyncjobs.wiretime import NS_PER_SECOND, WireTime
 
 if TYPE_CHECKING:
-    from asyncjobs.admin import Admin
     from asyncjobs.queue import Queue
     from asyncjobs.storage import Storage
 
@@ -92,7 +91,6 @@ class Reconciler:
 
     Args:
         storage: task storage.
-        admin: used to read the queue's waiting tasks.
         queue: the bound queue, with the server's settings.
         interval: seconds between passes (with jitter, so the reconcilers of many workers spread out).
         grace: seconds a task must have made no progress before it is repaired.
@@ -102,7 +100,6 @@ class Reconciler:
     def __init__(
         self,
         storage: Storage,
-        admin: Admin,
         queue: Queue,
         *,
         interval: float,
@@ -110,7 +107,6 @@ class Reconciler:
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.storage = storage
-        self.admin = admin
         self.queue = queue
         self.interval = interval
         self.grace_ns = int(grace * NS_PER_SECOND)

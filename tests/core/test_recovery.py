@@ -28,7 +28,7 @@ def _later(ns: int = HOUR_NS) -> Callable[[], int]:
 
 
 def _reconciler(client: asyncjobs.Client, clock: Callable[[], int] | None = None) -> Reconciler:
-    return Reconciler(client._storage, client.admin, client.queue, interval=60, grace=60, clock=clock or _later())
+    return Reconciler(client._storage, client.queue, interval=60, grace=60, clock=clock or _later())
 
 
 async def _delete_item(client: asyncjobs.Client, task_id: str) -> None:
@@ -214,7 +214,7 @@ async def test_reconciler_ends_tasks_whose_items_were_removed_on_purpose(make_cl
 def test_items_dropped_by_the_queue_limits(queue: asyncjobs.Queue, age_s: int, reason: str) -> None:
     task = asyncjobs.Task("x")
     now = task.created_at.unix_ns + age_s * 1_000_000_000
-    reconciler = Reconciler(None, None, queue, interval=60, grace=60, clock=lambda: now)  # type: ignore[arg-type]
+    reconciler = Reconciler(None, queue, interval=60, grace=60, clock=lambda: now)  # type: ignore[arg-type]
     found = reconciler._dropped_on_purpose(task, purged_ns=0)
     assert (reason in found) if reason else found == ""
 
@@ -348,7 +348,7 @@ async def test_a_failing_pass_does_not_stop_the_reconciler(
     make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = await make_client(queue="FLAKY", reconcile_interval=None)
-    reconciler = Reconciler(client._storage, client.admin, client.queue, interval=0.01, grace=60)
+    reconciler = Reconciler(client._storage, client.queue, interval=0.01, grace=60)
     calls: list[int] = []
 
     async def flaky() -> object:
