@@ -296,19 +296,21 @@ class Reconciler:
         return stored.seq
 
     async def _republish(self, task: Task, report: PassReport, why: str) -> None:
+        try:
+            stored = await self.storage.republish_item(task.id, self.queue, msg_id=f"{task.id}.{task.seq}")
+        except AsyncJobsError as exc:
+            log.warning("queue %s: could not republish task %s: %s", self.queue.name, task.id, exc)
+            return
+        if not stored:
+            return  # another worker's reconciler repaired this very version of the task first
         log.warning(
-            "queue %s: task %s is %s with %s, unchanged for %.0fs: publishing a fresh work item for it",
+            "queue %s: task %s was %s with %s, unchanged for %.0fs: published a fresh work item for it",
             self.queue.name,
             task.id,
             task.state.value,
             why,
             (self.clock() - _last_change_ns(task)) / NS_PER_SECOND,
         )
-        try:
-            await self.storage.republish_item(task.id, self.queue, msg_id=f"{task.id}.{task.seq}")
-        except AsyncJobsError as exc:
-            log.warning("queue %s: could not republish task %s: %s", self.queue.name, task.id, exc)
-            return
         METRICS.reconciler_repaired_total.labels(self.queue.name, "republish", task.state.value).inc()
         report.republished.append(task.id)
 

@@ -301,11 +301,14 @@ class Storage:
             return False
         return stored.seq != task.seq and stored.signature_envelope() == task.signature_envelope()
 
-    async def republish_item(self, task_id: str, queue: Queue, *, msg_id: str | None = None) -> None:
+    async def republish_item(self, task_id: str, queue: Queue, *, msg_id: str | None = None) -> bool:
         """Publish a fresh work item for a stored task, replacing any item it has (one per task in a queue).
 
         The new item starts with a fresh delivery count. ``msg_id`` lets concurrent repairers of the same stored
         task version publish only one item between them.
+
+        Returns:
+            Whether an item was stored (``False``: the server dropped it as a duplicate of ``msg_id``).
 
         Raises:
             QueueNotFound: the queue does not exist.
@@ -313,9 +316,10 @@ class Storage:
         """
         headers = {HDR_MSG_ID: msg_id} if msg_id else None
         what = f"republishing the work item of task {task_id} to queue {queue.name!r}"
-        await self.js.publish(
+        ack = await self.js.publish(
             queue.subject_prefix + task_id, codec.encode_item(task_id), what, headers=headers, stream=queue.stream
         )
+        return not ack.duplicate
 
     async def item_queued(self, task_id: str, queue: Queue) -> bool:
         """Whether the queue holds a work item for the task."""
