@@ -45,10 +45,11 @@ import orjson
 from asyncjobs import codec
 from asyncjobs.constants import CONFIG_BUCKET, MAX_DELIVERIES_ADVISORY, QUEUE_CONSUMER, QUEUE_PURGED_KEY_PREFIX
 from asyncjobs.errors import AsyncJobsError, CorruptDataError, TaskConflict, TaskNotFound
-from asyncjobs.jsapi import TASK_ERRORS, decode_stored
+from asyncjobs.jsapi import TASK_ERRORS
 from asyncjobs.kv import KeyValue
 from asyncjobs.listing import scan_tasks
 from asyncjobs.metrics import METRICS
+from asyncjobs.stored import decode_stored
 from asyncjobs.task import Task, TaskState
 from asyncjobs.wiretime import NS_PER_SECOND, WireTime
 
