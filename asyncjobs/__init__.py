@@ -64,9 +64,11 @@ from asyncjobs.retry import (
     retry_policy_names,
 )
 from asyncjobs.router import Handler, Middleware, Router, chain
+from asyncjobs.runner import run_worker, run_worker_async
 from asyncjobs.task import (
     DISCARDABLE_STATES,
     ENQUEUEABLE_STATES,
+    FAILED_STATES,
     TERMINAL_STATES,
     Task,
     TaskResult,
@@ -76,6 +78,7 @@ from asyncjobs.task import (
 __all__ = [
     "DISCARDABLE_STATES",
     "ENQUEUEABLE_STATES",
+    "FAILED_STATES",
     "RETRY_DEFAULT",
     "RETRY_LINEAR_ONE_HOUR",
     "RETRY_LINEAR_ONE_MINUTE",
@@ -132,5 +135,7 @@ __all__ = [
     "connect",
     "lookup_retry_policy",
     "retry_policy_names",
+    "run_worker",
+    "run_worker_async",
     "serve_remote_handler",
 ]

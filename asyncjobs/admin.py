@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -23,7 +24,7 @@ from asyncjobs.kv import KeyValue
 from asyncjobs.listing import stored_tasks
 from asyncjobs.queue import Queue
 from asyncjobs.storage import Storage
-from asyncjobs.task import Task, TaskState, validate_name
+from asyncjobs.task import FAILED_STATES, Task, TaskState, validate_name
 from asyncjobs.wiretime import WireTime, parse_time, to_ns
 
 log = logging.getLogger("asyncjobs")
@@ -200,7 +201,7 @@ class Admin:
         created_since: datetime | None = None,
         limit: int | None = None,
         after_seq: int = 0,
-    ) -> AsyncIterator[Task]:
+    ) -> AsyncGenerator[Task, None]:
         """Iterate over stored tasks, oldest first, keeping those that match every filter given.
 
         Reads a snapshot through a temporary consumer; tasks stored after the call starts may be missed. A task
@@ -238,3 +239,45 @@ class Admin:
             found += 1
             if limit is not None and found >= limit:
                 return
+
+    async def failed_tasks(
+        self,
+        *,
+        task_type: str | None = None,
+        queue: str | None = None,
+        created_since: datetime | None = None,
+        limit: int | None = None,
+        after_seq: int = 0,
+    ) -> AsyncGenerator[Task, None]:
+        """Iterate over the tasks that failed for good (in :data:`~asyncjobs.FAILED_STATES`), oldest first.
+
+        The same listing as :meth:`tasks` with ``states=FAILED_STATES``: ``expired``, ``terminated``,
+        ``unreachable``, ``queue_error`` and unknown states; tasks in ``retry`` are still being tried and are left
+        out. Each task's ``last_err`` says why it failed::
+
+            async for task in client.admin.failed_tasks(queue="EMAIL", limit=100):
+                print(task.id, task.state, task.last_err)  # then retry_task() or delete_task() it
+
+        Args:
+            task_type: keep tasks of this type.
+            queue: keep tasks of this queue.
+            created_since: keep tasks created at or after this time.
+            limit: stop after this many tasks.
+            after_seq: read only tasks stored above this stream sequence (``Task.seq`` of the last task seen).
+
+        Raises:
+            ConfigurationError: an invalid filter.
+            RequestTimeout: the server stopped sending tasks before the end of the store (the listing is partial).
+        """
+        listing = self.tasks(
+            states=FAILED_STATES,
+            task_type=task_type,
+            queue=queue,
+            created_since=created_since,
+            limit=limit,
+            after_seq=after_seq,
+        )
+        # Closed at once when the caller stops early, so its temporary consumer is released now.
+        async with contextlib.aclosing(listing) as tasks:
+            async for task in tasks:
+                yield task

@@ -10,14 +10,16 @@ from types import TracebackType
 from typing import Final, Self
 
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js import api
+from nats.js import JetStreamContext, api
 
 from asyncjobs import codec
 from asyncjobs.codec import Event
-from asyncjobs.constants import EVENTS_STREAM, EVENTS_SUBJECTS, TASK_EVENT_PREFIX
-from asyncjobs.errors import CorruptDataError, JetStreamError, TaskNotFound, WaitTimeout
+from asyncjobs.constants import EVENTS_STREAM, EVENTS_SUBJECTS, JS_ERR_NO_MESSAGE_FOUND, TASK_EVENT_PREFIX
+from asyncjobs.errors import ConfigurationError, CorruptDataError, JetStreamError, TaskNotFound, WaitTimeout
 from asyncjobs.task import TERMINAL_STATES, Task, TaskState, validate_name
 
 log = logging.getLogger("asyncjobs")
@@ -46,39 +48,75 @@ class EventStream:
         async with client.events() as events:
             async for event in events:
                 ...
+
+    With ``replay`` and ``until_caught_up`` the iteration ends after the newest event stored when it started
+    (a replay up to "now", for a report or an audit), instead of going on with live events.
     """
 
-    def __init__(self, nc: NATS, *, task_id: str | None = None, replay: bool = False, api_prefix: str) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        *,
+        task_id: str | None = None,
+        replay: bool = False,
+        until_caught_up: bool = False,
+        api_prefix: str,
+    ) -> None:
         """Prepare the stream; no I/O happens until it is iterated or entered.
+
+        Args:
+            nc: the connection.
+            task_id: only this task's state changes; all events by default.
+            replay: start with the events kept in the events stream (``persist_events=True``).
+            until_caught_up: with ``replay``, end after the newest event stored when the stream subscribes
+                (at once when none is stored); later events are not waited for.
+            api_prefix: the JetStream API prefix.
 
         Raises:
             InvalidNameError: ``task_id`` breaks the name rule.
+            ConfigurationError: ``until_caught_up`` without ``replay``.
         """
+        if until_caught_up and not replay:
+            raise ConfigurationError(
+                "until_caught_up=True needs replay=True: it stops after the stored events, and a live-only stream "
+                "has none; pass replay=True (with persist_events=True on the client), or drop until_caught_up"
+            )
         self._nc = nc
         self._subject = event_subject(task_id)
         self._replay = replay
+        self._until_caught_up = until_caught_up
         self._api_prefix = api_prefix
         self._sub: Subscription | None = None
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_seq: int | None = None
+        """With ``until_caught_up``: the stream sequence of the newest stored event to deliver, once known."""
+        self._caught_up = False
+        """With ``until_caught_up``: every stored event was delivered, so the next ``__anext__`` ends."""
 
     @property
     def closed(self) -> bool:
         """Whether :meth:`aclose` was called or the subscription ended."""
         return self._closed
 
-    async def _subscribe(self) -> Subscription:
-        """Subscribe once.
+    async def _subscribe(self) -> Subscription | None:
+        """Subscribe once; ``None`` when ``until_caught_up`` found no stored event, so nothing is to be read.
 
         Raises:
             JetStreamError: ``replay`` was asked but the events stream does not exist.
         """
-        if self._sub is not None:
+        if self._sub is not None or self._caught_up:
             return self._sub
         self._loop = asyncio.get_running_loop()
         sub: Subscription
         if self._replay:
             js = self._nc.jetstream(prefix=self._api_prefix)
+            if self._until_caught_up:
+                # Read before subscribing: events stored in between are after the stop, so they are not delivered.
+                self._stop_seq = await self._newest_stored_seq(js)
+                if self._stop_seq == 0:
+                    self._caught_up = True
+                    return None
             try:
                 sub = await js.subscribe(
                     self._subject, stream=EVENTS_STREAM, ordered_consumer=True, deliver_policy=api.DeliverPolicy.ALL
@@ -95,6 +133,47 @@ class EventStream:
         self._sub = sub
         return sub
 
+    async def _newest_stored_seq(self, js: JetStreamContext) -> int:
+        """The stream sequence of the newest stored event on this stream's subject; 0 when there is none.
+
+        Raises:
+            JetStreamError: the events stream does not exist or cannot be read.
+        """
+        try:
+            info = await js.stream_info(EVENTS_STREAM)
+            if not info.state.messages:
+                return 0
+            if self._subject == EVENTS_SUBJECTS:  # the stream's own subjects: its last message is the newest
+                return int(info.state.last_seq)
+            try:
+                last = await js.get_last_msg(EVENTS_STREAM, self._subject)
+            except nats.js.errors.NotFoundError as exc:
+                if exc.err_code == JS_ERR_NO_MESSAGE_FOUND:
+                    return 0
+                raise
+            return int(last.seq or 0)
+        except nats.js.errors.NotFoundError as exc:
+            raise JetStreamError(
+                f"cannot replay events: {exc}; connect with persist_events=True to keep events in {EVENTS_STREAM}"
+            ) from exc
+        except Exception as exc:
+            raise JetStreamError(f"cannot replay events: reading {EVENTS_STREAM} failed: {exc}; try again") from exc
+
+    def _passes_stop(self, msg: Msg) -> bool:
+        """Whether ``msg`` is beyond the replay's stop (so it ends the iteration undelivered); notes the last one.
+
+        Stops on the sequence, and also when the server says nothing more is pending, in case the stop event was
+        removed by the stream's limits during the replay.
+        """
+        if self._stop_seq is None:
+            return False
+        meta = msg.metadata
+        if meta.sequence.stream > self._stop_seq:
+            return True
+        if meta.sequence.stream >= self._stop_seq or meta.num_pending == 0:
+            self._caught_up = True
+        return False
+
     def __aiter__(self) -> Self:
         return self
 
@@ -103,11 +182,17 @@ class EventStream:
             raise StopAsyncIteration
         sub = self._sub or await self._subscribe()
         while True:
+            if sub is None or self._caught_up:  # a replay until caught up is done
+                await self.aclose()
+                raise StopAsyncIteration
             try:
                 msg = await sub.messages.__anext__()
             except StopAsyncIteration:  # unsubscribed, or the connection closed
                 await self.aclose()
                 raise
+            if self._passes_stop(msg):
+                await self.aclose()
+                raise StopAsyncIteration
             try:
                 return codec.decode_event(msg.data)
             except CorruptDataError as exc:
@@ -168,15 +253,19 @@ async def _unsubscribe(nc: NATS, sub: Subscription) -> None:
         log.debug("unsubscribing from events failed: %s", exc)
 
 
-def iterate_events(nc: NATS, *, task_id: str | None = None, replay: bool = False, api_prefix: str) -> EventStream:
+def iterate_events(
+    nc: NATS, *, task_id: str | None = None, replay: bool = False, until_caught_up: bool = False, api_prefix: str
+) -> EventStream:
     """Return an :class:`EventStream` of decoded events; malformed events are logged and skipped.
 
-    With ``replay`` the stored events (``persist_events=True``) come first, then live ones, in order.
+    With ``replay`` the stored events (``persist_events=True``) come first, then live ones, in order; adding
+    ``until_caught_up`` ends the iteration after the newest event stored when it starts.
 
     Raises:
         InvalidNameError: ``task_id`` breaks the name rule.
+        ConfigurationError: ``until_caught_up`` without ``replay``.
     """
-    return EventStream(nc, task_id=task_id, replay=replay, api_prefix=api_prefix)
+    return EventStream(nc, task_id=task_id, replay=replay, until_caught_up=until_caught_up, api_prefix=api_prefix)
 
 
 WAIT_FINAL_STATES: Final = TERMINAL_STATES | {TaskState.QUEUE_ERROR}

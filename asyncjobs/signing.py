@@ -1,8 +1,9 @@
 """Ed25519 task signatures, byte-compatible with the Go implementation (upstream §1.10, §2.13).
 
 A producer signs a text envelope of the task's immutable fields; every consumer holding the public key checks
-it whenever it loads the task. Keys and signatures are hex-encoded like Go's. The ``cryptography`` package is
-an optional extra, imported only when a signer or verifier is built.
+it whenever it loads the task. Keys and signatures are hex-encoded like Go's. :func:`generate_key_pair` and
+:func:`write_key_pair` make a key pair. The ``cryptography`` package is an optional extra, imported only when a
+key, a signer or a verifier is made.
 """
 
 from __future__ import annotations
@@ -11,34 +12,42 @@ import base64
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from asyncjobs.errors import ConfigurationError, InvalidSignature, TaskNotSigned
 
-if TYPE_CHECKING:
-    from types import ModuleType
+# Key handling lives in asyncjobs.keys; the names below keep their old import paths.
+from asyncjobs.keys import KEY_SIZE as KEY_SIZE
+from asyncjobs.keys import PUBLIC_KEY_FILE_NAME as PUBLIC_KEY_FILE_NAME
+from asyncjobs.keys import SEED_FILE_NAME as SEED_FILE_NAME
+from asyncjobs.keys import KeyFiles as KeyFiles
+from asyncjobs.keys import KeyPair as KeyPair
+from asyncjobs.keys import decode_key as _decode_key
+from asyncjobs.keys import ed25519_module as _ed25519
+from asyncjobs.keys import generate_key_pair as generate_key_pair
+from asyncjobs.keys import public_hex as _public_hex
+from asyncjobs.keys import read_key_file as _read_key_file
+from asyncjobs.keys import write_key_pair as write_key_pair
 
+if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-__all__ = ["TaskSigner", "TaskVerifier", "signature_envelope"]
+__all__ = [
+    "PUBLIC_KEY_FILE_NAME",
+    "SEED_FILE_NAME",
+    "KeyFiles",
+    "KeyPair",
+    "TaskSigner",
+    "TaskVerifier",
+    "generate_key_pair",
+    "signature_envelope",
+    "write_key_pair",
+]
 
-KEY_SIZE: Final = 32
-"""Bytes in an ed25519 seed and in a public key."""
 SIGNATURE_SIZE: Final = 64
 """Bytes in an ed25519 signature (128 hex characters)."""
 SEED_FILE_CHECK_INTERVAL_S: Final = 1.0
 """Seconds between checks of a seed file for a rotation (one ``os.stat``; the file is re-read only if it changed)."""
-
-
-def _ed25519() -> ModuleType:
-    try:
-        from cryptography.hazmat.primitives.asymmetric import ed25519
-    except ImportError as exc:
-        raise ConfigurationError(
-            "task signing needs the 'cryptography' package: pip install 'asyncjobs[signing]'"
-        ) from exc
-    return ed25519
 
 
 def signature_envelope(
@@ -67,33 +76,6 @@ def signature_envelope(
     """
     encoded = base64.b64encode(payload).decode("ascii") if payload else ""
     return f"{task_id}:{queue}:{task_type}:{max_tries}:{created_ns}:{deadline_ns or 0}:{encoded}".encode()
-
-
-def _decode_key(value: bytes | str, *, what: str, allow_raw: bool = True) -> bytearray:
-    """Decode a 32-byte key given raw (when allowed) or as 64 hex characters into a buffer the caller can wipe."""
-    if allow_raw and isinstance(value, bytes | bytearray) and len(value) == KEY_SIZE:
-        return bytearray(value)
-    try:
-        text = value.decode("ascii") if isinstance(value, bytes | bytearray) else value
-        # bytes.fromhex skips whitespace between pairs; a key must be exactly 64 hex digits, no more, no less.
-        key = bytearray.fromhex(text.strip()) if len(text.strip()) == 2 * KEY_SIZE else None
-    except (UnicodeDecodeError, ValueError):
-        key = None
-    if key is None or len(key) != KEY_SIZE:
-        expected = (
-            f"{KEY_SIZE} raw bytes or {2 * KEY_SIZE} hex characters" if allow_raw else f"{2 * KEY_SIZE} hex characters"
-        )
-        raise ConfigurationError(f"invalid {what}: expected {expected}")
-    return key
-
-
-def _read_key_file(path: str | os.PathLike[str], *, what: str) -> bytearray:
-    try:
-        content = Path(path).expanduser().read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read the {what} file {os.fspath(path)!r}: {exc}") from exc
-    # Key files hold hex, as Go writes and reads them; 32 raw bytes in a file are more likely a mistake.
-    return _decode_key(content, what=f"{what} in {os.fspath(path)!r}", allow_raw=False)
 
 
 class TaskSigner:
@@ -319,10 +301,3 @@ def _crypto_exceptions() -> type[Exception]:
     from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
 
     return CryptoInvalidSignature
-
-
-def _public_hex(key: Ed25519PublicKey) -> str:
-    from cryptography.hazmat.primitives import serialization
-
-    raw: bytes = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return raw.hex()

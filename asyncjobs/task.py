@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from enum import Enum, StrEnum
@@ -12,39 +11,19 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from asyncjobs.constants import (
-    DEFAULT_MAX_TRIES,
-    MAX_QUEUE_NAME_LENGTH,
-    MAX_STREAM_NAME_LENGTH,
-    MAX_TASK_ID_LENGTH,
-    MAX_TASK_TYPE_LENGTH,
-    NAME_PATTERN,
-    QUEUE_STREAM_PREFIX,
-)
-from asyncjobs.errors import ConfigurationError, HandlerNotSupported, InvalidNameError
+from asyncjobs.constants import DEFAULT_MAX_TRIES, MAX_TASK_ID_LENGTH, MAX_TASK_TYPE_LENGTH
+from asyncjobs.errors import ConfigurationError, HandlerNotSupported
 from asyncjobs.ksuid import new_ksuid
+
+# The name checks live in asyncjobs.names; they stay importable from here, where they used to be.
+from asyncjobs.names import validate_name as validate_name
+from asyncjobs.names import validate_queue_name as validate_queue_name
+from asyncjobs.names import validate_task_id as validate_task_id
 from asyncjobs.signing import signature_envelope
 from asyncjobs.wiretime import WireTime
 
 if TYPE_CHECKING:
     from asyncjobs.delivery import HandlerContext
-
-# fullmatch, not match: with match, "$" also matches before a trailing newline, so "id\n" would pass.
-_NAME_RE: Final = re.compile(r"[a-zA-Z0-9_:-]+")
-_NAME_CHARS: Final = "letters, digits, '_', ':' and '-'"
-
-_SHORTER_ID: Final = "use a shorter id (a hash of the natural key)"
-# The length limit and the fix for each kind of name; other names get the task id limit.
-_LENGTH_LIMITS: Final = {
-    "task id": (MAX_TASK_ID_LENGTH, _SHORTER_ID),
-    "task dependency id": (MAX_TASK_ID_LENGTH, _SHORTER_ID),
-    "task type": (MAX_TASK_TYPE_LENGTH, "use a shorter type"),
-    "queue name": (
-        MAX_QUEUE_NAME_LENGTH,
-        f"use a shorter name (its stream {QUEUE_STREAM_PREFIX}<name> may have at most {MAX_STREAM_NAME_LENGTH} "
-        "characters)",
-    ),
-}
 
 
 class TaskState(StrEnum):
@@ -84,61 +63,28 @@ TERMINAL_STATES: Final = frozenset(
 )
 """States a task never leaves on its own (``retry_task`` can still revive them)."""
 
-FAILED_STATES: Final = frozenset({TaskState.EXPIRED, TaskState.TERMINATED, TaskState.QUEUE_ERROR, TaskState.UNKNOWN})
-"""Parent states that make a dependent task unreachable (as upstream §3.7)."""
+FAILED_STATES: Final = frozenset(
+    {TaskState.EXPIRED, TaskState.TERMINATED, TaskState.UNREACHABLE, TaskState.QUEUE_ERROR, TaskState.UNKNOWN}
+)
+"""States of a task that failed for good: nothing will complete it unless someone retries it (``retry_task``).
+
+* ``expired``: past its deadline, out of tries or deliveries, or its queue was purged before it ran.
+* ``terminated``: its handler raised :class:`~asyncjobs.TerminateTask` (a remote one replied ``AJ-Terminate``),
+  its result could not be stored, or it had no valid signature where one is required.
+* ``unreachable``: a task it depends on failed or does not exist, so it can never start.
+* ``queue_error``: it was stored but could not be put in its queue.
+* ``unknown``: stored without a known state (the empty wire string, Go's ``TaskStateUnknown``); it never
+  completes by itself.
+
+``retry`` is not in the set: such a task is still being tried. A dependent task whose parent is in one of these
+states becomes ``unreachable`` (upstream §3.7).
+"""
 
 ENQUEUEABLE_STATES: Final = frozenset({TaskState.NEW, TaskState.RETRY, TaskState.BLOCKED})
 """States a task may be in when it is enqueued."""
 
 DISCARDABLE_STATES: Final = frozenset({TaskState.COMPLETED, TaskState.EXPIRED, TaskState.TERMINATED})
 """End states the client may be told to discard instead of storing."""
-
-
-def validate_name(value: str, what: str, *, max_length: int | None = None) -> str:
-    """Check a task type, task id, queue name or other name against the shared name rule and its length limit.
-
-    Args:
-        value: the name.
-        what: what the name is, for the message; ``"task id"``, ``"task dependency id"``, ``"task type"`` and
-            ``"queue name"`` also select their length limit.
-        max_length: the longest allowed name; by default the limit ``what`` selects, else
-            :data:`~asyncjobs.constants.MAX_TASK_ID_LENGTH`.
-
-    Returns:
-        The name, unchanged.
-
-    Raises:
-        InvalidNameError: the value is not a string, is too long, or does not match ``^[a-zA-Z0-9_:-]+$``.
-    """
-    if not isinstance(value, str):
-        raise InvalidNameError(f"{what} must be a string of {_NAME_CHARS}, not {type(value).__name__}")
-    limit, fix = _LENGTH_LIMITS.get(what, (MAX_TASK_ID_LENGTH, "use a shorter one"))
-    if max_length is not None:
-        limit = max_length
-    # Length first: it is cheap, and a huge value is not worth a regex nor a full repr in the message.
-    if len(value) > limit:
-        raise InvalidNameError(f"{what} is {len(value)} characters, over the limit of {limit}: {fix}")
-    if _NAME_RE.fullmatch(value) is None:
-        raise InvalidNameError(f"{what} is invalid: {value!r} must match {NAME_PATTERN}: use only {_NAME_CHARS}")
-    return value
-
-
-def validate_task_id(task_id: str) -> str:
-    """Check a task id: the name rule and at most :data:`~asyncjobs.constants.MAX_TASK_ID_LENGTH` characters.
-
-    Raises:
-        InvalidNameError: the id breaks the rule.
-    """
-    return validate_name(task_id, "task id", max_length=MAX_TASK_ID_LENGTH)
-
-
-def validate_queue_name(name: str) -> str:
-    """Check a queue name: the name rule and at most :data:`~asyncjobs.constants.MAX_QUEUE_NAME_LENGTH` characters.
-
-    Raises:
-        InvalidNameError: the name breaks the rule.
-    """
-    return validate_name(name, "queue name", max_length=MAX_QUEUE_NAME_LENGTH)
 
 
 def encode_payload(payload: Any) -> bytes | None:

@@ -1,4 +1,5 @@
-"""``Admin.tasks()``: corrupt tasks are reported, ``after_seq`` resumes a listing, every state can be filtered."""
+"""``Admin.tasks()``: corrupt tasks are reported, ``after_seq`` resumes a listing, every state can be filtered;
+``Admin.failed_tasks()`` lists exactly the tasks in ``FAILED_STATES``."""
 
 from __future__ import annotations
 
@@ -79,3 +80,27 @@ async def test_every_state_can_be_filtered(make_client: ClientFactory, nc: NATS)
     assert await _ids(client, states=["queue_error"]) == ["in-queue_error"]
     assert await _ids(client, states=[TaskState.UNREACHABLE, "completed"]) == ["in-unreachable", "in-complete"]
     assert await _ids(client, states=["new", "queue_error"]) == [fresh.id, "in-queue_error"]
+
+
+async def test_failed_tasks_lists_every_failed_state_and_no_other(make_client: ClientFactory, nc: NATS) -> None:
+    client = await make_client(queue="FAILED")
+    js = nc.jetstream()
+    for state in TaskState:  # one stored task in each state, in the enum's order
+        task = asyncjobs.Task("x", id=f"in-{state.value or 'unknown'}")
+        task.queue, task.state = "FAILED", state
+        await js.publish(f"CHORIA_AJ.T.{task.id}", codec.encode_task(task))
+    other = asyncjobs.Task("y", id="other-queue")
+    other.queue, other.state = "ELSEWHERE", TaskState.EXPIRED
+    await js.publish(f"CHORIA_AJ.T.{other.id}", codec.encode_task(other))
+
+    failed = [task async for task in client.admin.failed_tasks()]
+    expected = [f"in-{s.value or 'unknown'}" for s in TaskState if s in asyncjobs.FAILED_STATES] + ["other-queue"]
+    assert [task.id for task in failed] == expected
+    assert {task.state for task in failed} == asyncjobs.FAILED_STATES
+    assert "in-retry" not in expected  # still being tried
+    assert [t.id async for t in client.admin.failed_tasks(queue="ELSEWHERE")] == ["other-queue"]
+    assert [t.id async for t in client.admin.failed_tasks(task_type="y")] == ["other-queue"]
+    assert [t.id async for t in client.admin.failed_tasks(limit=2)] == expected[:2]
+    assert [t.id async for t in client.admin.failed_tasks(after_seq=failed[-2].seq)] == ["other-queue"]
+    with pytest.raises(asyncjobs.ConfigurationError, match="limit must be an integer of at least 1"):
+        await anext(client.admin.failed_tasks(limit=0))
