@@ -20,12 +20,12 @@ from asyncjobs.errors import (
 )
 from asyncjobs.events import EventStream, iterate_events, wait_final
 from asyncjobs.jsapi import JetStream
-from asyncjobs.metrics import MetricsServer, serve_metrics
 from asyncjobs.options import ClientOptions
 from asyncjobs.provisioning import prepare_events, prepare_queue, prepare_tasks
 from asyncjobs.queue import Queue
 from asyncjobs.reconciler import Reconciler
 from asyncjobs.router import Router
+from asyncjobs.serving import Monitor
 from asyncjobs.signing import TaskSigner, TaskVerifier
 from asyncjobs.storage import Storage
 from asyncjobs.task import Task, TaskState
@@ -64,7 +64,8 @@ class Client:
         self._state = _Lifecycle.NEW
         self._workers: set[asyncio.Task[None]] = set()
         self._enqueues: set[asyncio.Future[Any]] = set()
-        self._metrics_server: MetricsServer | None = None
+        self._monitor: Monitor | None = None
+        self._created_queue = False
         self.admin = Admin(self._storage, self._js)
         """Queue and task-store administration."""
 
@@ -84,7 +85,13 @@ class Client:
                     memory=opts.memory_storage,
                     retention_ns=to_ns(opts.events_retention, name=""),
                 )
-            self._queue = await prepare_queue(self._js, opts.queue, replicas=opts.replicas, memory=opts.memory_storage)
+            self._queue, self._created_queue = await prepare_queue(
+                self._js, opts.queue, replicas=opts.replicas, memory=opts.memory_storage
+            )
+        if opts.prometheus_port is not None:
+            self._monitor = Monitor.start(
+                opts.prometheus_port, opts.prometheus_address, connected=lambda: self._nc.is_connected
+            )
         self._state = _Lifecycle.OPEN
 
     # ---- properties -----------------------------------------------------------------------------------------
@@ -106,8 +113,8 @@ class Client:
 
     @property
     def metrics_port(self) -> int | None:
-        """The port ``/metrics`` is served on while the client runs (useful with ``prometheus_port=0``)."""
-        return None if self._metrics_server is None else self._metrics_server.port
+        """The port ``/metrics``, ``/healthz`` and ``/readyz`` are served on (useful with ``prometheus_port=0``)."""
+        return None if self._monitor is None else self._monitor.server.port
 
     @property
     def closed(self) -> bool:
@@ -254,17 +261,22 @@ class Client:
         self._check_open()
         await self._storage.delete_task(task_id)
 
-    def events(self, task_id: str | None = None, *, replay: bool = False) -> EventStream:
+    def events(self, task_id: str | None = None, *, replay: bool = False, until_caught_up: bool = False) -> EventStream:
         """Iterate over lifecycle events of every task, or of one task.
 
-        With ``replay`` the events kept in the events stream (``persist_events=True``) come first. The stream is
-        also an async context manager; breaking out of ``async for`` releases its subscription too.
+        With ``replay`` the events kept in the events stream (``persist_events=True``) come first. With
+        ``until_caught_up`` (needs ``replay``) the iteration ends after the newest event stored when it starts, at
+        once when none is, instead of going on with live events. The stream is also an async context manager;
+        breaking out of ``async for`` releases its subscription too.
 
         Raises:
             InvalidNameError: ``task_id`` is not a valid task id.
+            ConfigurationError: ``until_caught_up`` without ``replay``.
         """
         self._check_open()
-        return iterate_events(self._nc, task_id=task_id, replay=replay, api_prefix=self._js.prefix)
+        return iterate_events(
+            self._nc, task_id=task_id, replay=replay, until_caught_up=until_caught_up, api_prefix=self._js.prefix
+        )
 
     # ---- processing -----------------------------------------------------------------------------------------
 
@@ -288,8 +300,15 @@ class Client:
         if not isinstance(router, Router) or len(router) == 0:
             raise ConfigurationError("run() needs a Router with at least one handler")
         opts = self._options
-        if opts.prometheus_port is not None and self._metrics_server is None:
-            self._metrics_server = serve_metrics(opts.prometheus_port)
+        if self._created_queue:
+            self._created_queue = False  # said once per client
+            log.warning(
+                "queue %r did not exist: this client created it, so this worker waits on a new, empty queue; if the "
+                "name is a typo, tasks on the queue you meant are not processed here (bind only existing queues with "
+                "Queue(%r, no_create=True), or --no-create on the worker command)",
+                self._queue.name,
+                self._queue.name,
+            )
         worker = Worker(
             self._storage,
             self._queue,
@@ -304,6 +323,7 @@ class Client:
         current = asyncio.current_task()
         if current is not None:
             self._workers.add(current)
+        check = None if self._monitor is None else self._monitor.watch_worker(self._queue.name, lambda: worker.stopping)
         try:
             await worker.run()
         except ClientClosedError:
@@ -317,6 +337,8 @@ class Client:
         finally:
             if current is not None:
                 self._workers.discard(current)
+            if check is not None and self._monitor is not None:
+                self._monitor.unwatch(check)
 
     def _reconciler(self) -> Reconciler | None:
         opts = self._options
@@ -343,9 +365,9 @@ class Client:
         if self._enqueues:
             # Enqueues whose callers were cancelled still finish, so that no task is left half enqueued.
             await asyncio.wait(list(self._enqueues), timeout=self._options.retry_window + self._options.request_timeout)
-        if self._metrics_server is not None:
-            server, self._metrics_server = self._metrics_server, None
-            await asyncio.to_thread(server.close)
+        if self._monitor is not None:
+            monitor, self._monitor = self._monitor, None
+            await monitor.close()
         if self._owns_connection and not self._nc.is_closed:
             try:
                 await self._nc.drain()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING, Final, Generic, TypeVar
 
 import prometheus_client
@@ -30,8 +29,6 @@ from prometheus_client.registry import CollectorRegistry
 from asyncjobs.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
-
     from prometheus_client.metrics_core import Metric
 
 __all__ = [
@@ -41,11 +38,9 @@ __all__ = [
     "Gauge",
     "GaugeChild",
     "Metrics",
-    "MetricsServer",
     "Summary",
     "SummaryChild",
     "register",
-    "serve_metrics",
 ]
 
 _ScalarMetricFamily = CounterMetricFamily | UnknownMetricFamily | GaugeMetricFamily
@@ -357,61 +352,3 @@ def register(registry: CollectorRegistry = prometheus_client.REGISTRY) -> None:
         ConfigurationError: another collector already exports one of the names.
     """
     METRICS.register(registry)
-
-
-class MetricsServer:
-    """A running ``/metrics`` HTTP endpoint; stop it with :meth:`close` or a ``with`` block."""
-
-    def __init__(self, server: WSGIServer, thread: threading.Thread) -> None:
-        self._server = server
-        self._thread = thread
-        self._closed = False
-
-    @property
-    def port(self) -> int:
-        """The TCP port the server listens on, useful after asking for port 0."""
-        return int(self._server.server_port)
-
-    def close(self) -> None:
-        """Stop serving and release the port; calling it again does nothing.
-
-        This blocks for up to half a second while the server thread notices; from async code call it through
-        ``asyncio.to_thread``.
-        """
-        if self._closed:
-            return
-        self._closed = True
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-
-    def __enter__(self) -> MetricsServer:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-def serve_metrics(port: int, *, host: str = "0.0.0.0", registry: CollectorRegistry | None = None) -> MetricsServer:
-    """Serve a registry over HTTP at ``/metrics`` from a daemon thread, after registering :data:`METRICS` with it.
-
-    Args:
-        port: the TCP port; 0 picks a free one (see :attr:`MetricsServer.port`).
-        host: the address to bind.
-        registry: the registry to expose; the global ``prometheus_client.REGISTRY`` when omitted.
-
-    Raises:
-        ConfigurationError: the port is out of range or cannot be bound, or the registry already holds another
-            collector with these metric names.
-    """
-    if type(port) is not int or not 0 <= port <= 65535:
-        raise ConfigurationError(f"metrics port must be an integer from 0 to 65535, got {port!r}")
-    target = prometheus_client.REGISTRY if registry is None else registry
-    METRICS.register(target)
-    try:
-        server, thread = prometheus_client.start_http_server(port, addr=host, registry=target)
-    except OSError as exc:
-        raise ConfigurationError(f"cannot serve metrics on {host}:{port}: {exc}") from exc
-    return MetricsServer(server, thread)

@@ -82,7 +82,12 @@ class ClientOptions:
     task_retention: float | timedelta | None = None
     """Seconds to keep tasks when the task store is created; ``None`` keeps them forever."""
     prometheus_port: int | None = None
-    """Serve Prometheus metrics on this port while the client runs; ``None`` for none."""
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` over HTTP on this port from connecting until the client is
+    closed (producer-only clients too); 0 picks a free port (see :attr:`Client.metrics_port`); ``None`` serves
+    nothing."""
+    prometheus_address: str = "0.0.0.0"
+    """The address the metrics and health endpoint binds: every interface by default (as Go's monitor port);
+    ``"127.0.0.1"`` keeps it on this host."""
     signing_seed: bytes | str | None = None
     """ed25519 seed (32 bytes or 64 hex chars) to sign tasks on enqueue."""
     signing_seed_file: str | None = None
@@ -133,6 +138,11 @@ class ClientOptions:
         if self.prometheus_port is not None and check_int(self.prometheus_port, "prometheus_port", minimum=0) > 65535:
             raise ConfigurationError(
                 f"prometheus_port must be a TCP port (0 picks a free one), not {self.prometheus_port}"
+            )
+        if not isinstance(self.prometheus_address, str) or not self.prometheus_address:
+            raise ConfigurationError(
+                f"prometheus_address must be an address to bind such as '0.0.0.0' or '127.0.0.1', not "
+                f"{self.prometheus_address!r}"
             )
         if self.signing_seed is not None and self.signing_seed_file is not None:
             raise ConfigurationError("give signing_seed or signing_seed_file, not both")

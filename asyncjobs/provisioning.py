@@ -88,19 +88,23 @@ def events_stream_config(*, replicas: int, memory: bool, retention_ns: int) -> d
     }
 
 
-async def ensure_stream(js: JetStream, config: dict[str, Any], what: str) -> dict[str, Any]:
-    """Load a stream, creating it with ``config`` when it does not exist (an existing one is used as it is)."""
+async def ensure_stream(js: JetStream, config: dict[str, Any], what: str) -> tuple[dict[str, Any], bool]:
+    """Load a stream, creating it with ``config`` when it does not exist (an existing one is used as it is).
+
+    Returns:
+        The stream's info, and whether this call created it.
+    """
     name = config["name"]
     try:
-        return await js.stream_info(name, what)
+        return await js.stream_info(name, what), False
     except QueueNotFound:
         pass
     try:
-        return await js.api(f"STREAM.CREATE.{name}", config, what)
+        return await js.api(f"STREAM.CREATE.{name}", config, what), True
     except JetStreamError as exc:
         # Another process may have created it between our INFO and CREATE; if not, the CREATE error stands.
         try:
-            return await js.stream_info(name, what)
+            return await js.stream_info(name, what), False
         except QueueNotFound:
             raise exc from None
 
@@ -124,14 +128,18 @@ async def prepare_events(js: JetStream, *, replicas: int, memory: bool, retentio
     await ensure_stream(js, config, "preparing the events stream")
 
 
-async def prepare_queue(js: JetStream, queue: Queue, *, replicas: int, memory: bool) -> Queue:
-    """Create or bind a queue's stream and ``WORKERS`` consumer; return it with the server's settings.
+async def prepare_queue(js: JetStream, queue: Queue, *, replicas: int, memory: bool) -> tuple[Queue, bool]:
+    """Create or bind a queue's stream and ``WORKERS`` consumer.
+
+    Returns:
+        The queue with the server's settings, and whether this call created its stream.
 
     Raises:
         QueueNotFound: ``no_create`` is set and the queue does not exist.
         QueueConsumerNotFound: ``no_create`` is set and the queue has no ``WORKERS`` consumer.
     """
     what = f"binding queue {queue.name!r}"
+    created = False
     if queue.no_create:
         try:
             stream = await js.stream_info(queue.stream, what)
@@ -144,7 +152,9 @@ async def prepare_queue(js: JetStream, queue: Queue, *, replicas: int, memory: b
             ) from exc
         consumer = await js.api(f"CONSUMER.INFO.{queue.stream}.{QUEUE_CONSUMER}", None, what, errors=QUEUE_ERRORS)
     else:
-        stream = await ensure_stream(js, queue.stream_config(replicas=replicas, memory=memory), what)
+        stream, created = await ensure_stream(js, queue.stream_config(replicas=replicas, memory=memory), what)
+        if created:
+            log.info("created queue %r (stream %s)", queue.name, queue.stream)
         try:
             consumer = await js.api(f"CONSUMER.INFO.{queue.stream}.{QUEUE_CONSUMER}", None, what, errors=QUEUE_ERRORS)
         except JetStreamError:
@@ -159,4 +169,4 @@ async def prepare_queue(js: JetStream, queue: Queue, *, replicas: int, memory: b
             queue.name,
             ", ".join(ignored),
         )
-    return bound
+    return bound, created

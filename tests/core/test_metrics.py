@@ -12,7 +12,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from asyncjobs.errors import ConfigurationError
-from asyncjobs.metrics import METRICS, Metrics, register, serve_metrics
+from asyncjobs.metrics import METRICS, Metrics, register
+from asyncjobs.serving import serve_metrics
 
 # (how to touch the metric, the sample line upstream's exposition shows, the TYPE line)
 SAMPLES: list[tuple[Callable[[Metrics], None], str, str]] = [

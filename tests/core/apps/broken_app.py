@@ -1,0 +1,3 @@
+"""A module whose import fails, for the worker-command tests."""
+
+raise RuntimeError("this module is broken on purpose")
