@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -57,3 +59,16 @@ async def wait_state(
         return task if task.state in states else None
 
     return await eventually(check, timeout=timeout, message=f"task {task_id} to reach {[s.value for s in states]}")
+
+
+async def fetch(url: str) -> tuple[int, str]:
+    """GET a URL from a worker thread; returns the status and the body, for error statuses too."""
+
+    def get() -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    return await asyncio.to_thread(get)

@@ -7,8 +7,6 @@ import contextlib
 import logging
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,20 +17,7 @@ from asyncjobs.serving import Health, serve_metrics
 from asyncjobs.signing import TaskSigner, TaskVerifier
 from asyncjobs.testing import eventually
 
-from .conftest import ClientFactory, wait_state
-
-
-async def fetch(url: str) -> tuple[int, str]:
-    """GET a URL; returns the status and the body, for error statuses too."""
-
-    def get() -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-
-    return await asyncio.to_thread(get)
+from .conftest import ClientFactory, fetch, wait_state
 
 
 class Clock:

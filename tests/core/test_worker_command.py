@@ -8,8 +8,6 @@ import re
 import signal
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import pytest_asyncio
 import asyncjobs
 from asyncjobs.testing import eventually
 
-from .conftest import ClientFactory, wait_state
+from .conftest import ClientFactory, fetch, wait_state
 
 APPS = Path(__file__).parent / "apps"
 ROOT = Path(__file__).parents[2]
@@ -325,16 +323,3 @@ async def test_the_command_serves_health_and_metrics(
     assert status == 200 and "choria_asyncjobs_" in body
     command.signal(signal.SIGTERM)
     assert await command.wait() == 0
-
-
-async def fetch(url: str) -> tuple[int, str]:
-    """GET a URL; returns the status and the body, for error statuses too."""
-
-    def get() -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-
-    return await asyncio.to_thread(get)
