@@ -18,7 +18,7 @@ from asyncjobs.constants import (
 )
 from asyncjobs.errors import AsyncJobsError, ConfigurationError, JetStreamError
 from asyncjobs.jsapi import JetStream
-from asyncjobs.natsconn import open_connection
+from asyncjobs.natsconn import open_connection, quiet_tls_eof_warning
 from asyncjobs.options import ClientOptions, ConnectionOptions, resolve_discard, resolve_policy, resolve_queue
 from asyncjobs.queue import Queue
 from asyncjobs.retry import RetryPolicy
@@ -96,6 +96,7 @@ async def connect(
     if isinstance(servers, NATS):
         if not servers.is_connected:
             raise ConfigurationError("the nats-py client passed to connect() is not connected")
+        quiet_tls_eof_warning()  # it may use TLS: see asyncjobs.natsconn.TlsEofNoise
         nc, owns = servers, False
     else:
         urls = tuple(u.strip() for u in servers.split(",")) if isinstance(servers, str) else tuple(servers or ())

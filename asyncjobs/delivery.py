@@ -13,6 +13,8 @@ from asyncjobs.constants import NAK_PREFIX, WPI
 from asyncjobs.errors import AsyncJobsError, TaskTimeout
 
 ACK_TIMEOUT_S: Final = 2.0
+MAX_ERROR_CHARS: Final = 4000
+"""Longest ``last_err`` stored for a handler's exception (the log line keeps the whole message)."""
 
 
 def delivery_count(reply: str) -> int:
@@ -32,14 +34,20 @@ def error_text(error: BaseException) -> str:
     """The ``last_err`` for a failed try: our errors' own messages, others prefixed with their type.
 
     ``str(KeyError("email"))`` is just ``'email'``; ``KeyError: 'email'`` says what happened. The text always
-    encodes as JSON (lone surrogates, e.g. from ``os.fsdecode`` file names, are escaped).
+    encodes as JSON (lone surrogates, e.g. from ``os.fsdecode`` file names, are escaped), and is cut to
+    ``MAX_ERROR_CHARS`` so that an outsized message cannot make the task too large to store.
     """
-    message = str(error)
+    name = type(error).__name__
+    try:
+        message = str(error)
+    except Exception as exc:  # a broken __str__ must not lose the failure
+        message = f"(its message could not be read: {type(exc).__name__})"
     if not isinstance(error, AsyncJobsError):
-        name = type(error).__name__
         message = f"{name}: {message}" if message else name
     elif not message:
-        message = type(error).__name__
+        message = name
+    if len(message) > MAX_ERROR_CHARS:
+        message = f"{message[:MAX_ERROR_CHARS]}... ({len(message) - MAX_ERROR_CHARS} more characters cut)"
     try:
         message.encode()
     except UnicodeEncodeError:

@@ -77,7 +77,10 @@ class HandlerRunner:
         except TimeoutError as exc:
             error = exc
             if context.scope is not None and context.scope.expired():
-                error = TaskTimeout(f"handler exceeded the queue's max run time of {self.max_run_time_s:g}s")
+                error = TaskTimeout(
+                    f"handler exceeded the queue's max run time of {self.max_run_time_s:g}s (raise the queue's "
+                    "max_run_time, or call task.mark_in_progress() while the handler makes progress)"
+                )
         except Exception as exc:
             error = exc
         except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit raised by the handler itself
@@ -121,7 +124,7 @@ class HandlerRunner:
     async def _unstorable(self, msg: Msg, task: Task, delivered: int, exc: AsyncJobsError) -> None:
         # Running it again would repeat its side effects for a result that still could not be stored.
         reason = f"{UNSTORABLE_RESULT}: {exc}"
-        log.warning("queue %s: terminating task %s: %s", self.worker.queue.name, task.id, reason)
+        log.warning("queue %s: terminating task %s (%s): %s", self.worker.queue.name, task.id, task.type, reason)
         await self.worker.settler.settle(msg, delivered, task, TERM, state=TaskState.TERMINATED, reason=reason)
 
     async def _failed(self, msg: Msg, task: Task, error: BaseException, delivered: int) -> None:
@@ -136,12 +139,12 @@ class HandlerRunner:
         METRICS.handler_error_total.labels(queue, task.type).inc()
         last_err = error_text(error)
         if isinstance(error, TerminateTask):
-            log.info("queue %s: task %s (%s) terminated by its handler: %s", queue, task.id, task.type, last_err)
+            # Not retried, so logged like a last failed try (without a traceback: the handler chose to end it).
+            log.warning("queue %s: task %s (%s) terminated by its handler: %s", queue, task.id, task.type, last_err)
             await settle(msg, delivered, task, TERM, state=TaskState.TERMINATED, reason=last_err)
             return
         if isinstance(error, DependenciesFailed):
-            METRICS.task_dependencies_failed.inc()
-            await settle(msg, delivered, task, TERM, state=TaskState.UNREACHABLE, reason=last_err)
+            await self.worker.settler.unreachable(msg, delivered, task, last_err)
             return
         if task.max_tries > 0 and task.tries >= task.max_tries:
             log.warning(

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import ipaddress
 import logging
 import os
+import socket
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import nats.errors
 import orjson
@@ -26,6 +31,32 @@ INITIAL_CONNECT_ATTEMPTS = 2
 INITIAL_RECONNECT_WAIT_S = 0.5
 FIRST_CONNECT_ERRORS_KEPT: Final = 20
 """How many errors of the first connection attempt are kept to explain a failure."""
+TLS_EOF_WARNING: Final = "returning true from eof_received() has no effect when using ssl"
+"""What asyncio logs at WARNING on every disconnect of a nats-py TLS connection (see :class:`TlsEofNoise`)."""
+
+
+class TlsEofNoise(logging.Filter):
+    """Drops asyncio's warning ``returning true from eof_received() has no effect when using ssl``, and only it.
+
+    nats-py upgrades a connection to TLS with ``loop.start_tls()`` and a new ``asyncio.StreamReaderProtocol`` that
+    is never told it runs over TLS, so when the server closes the connection its ``eof_received()`` returns True
+    and asyncio's TLS transport warns that this has no effect; it closes the connection just the same. The warning
+    came on every TLS disconnect and said nothing a user can act on. Installed on the ``asyncio`` logger by
+    :func:`quiet_tls_eof_warning`.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg == TLS_EOF_WARNING and not record.args)
+
+
+_TLS_EOF_NOISE: Final = TlsEofNoise()
+
+
+def quiet_tls_eof_warning() -> None:
+    """Install :class:`TlsEofNoise` on the ``asyncio`` logger, once per process (each later call does nothing)."""
+    asyncio_log = logging.getLogger("asyncio")
+    if _TLS_EOF_NOISE not in asyncio_log.filters:
+        asyncio_log.addFilter(_TLS_EOF_NOISE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +154,8 @@ class _FirstConnect:
     """What nats-py reports through ``error_cb`` while the first connection is attempted.
 
     nats-py's own exception then only says "no servers available"; the reports say why (an authorization
-    violation, a certificate the CA does not vouch for), so they go into the error raised. Once connected, errors
-    are logged at WARNING.
+    violation, a certificate the CA does not vouch for, a host name that does not resolve), so they go into the
+    error raised. Once connected, errors are logged at WARNING.
     """
 
     def __init__(self) -> None:
@@ -143,7 +174,12 @@ class _FirstConnect:
             # nats-py stops trying after a failed certificate check without ever returning: give up now.
             self.fatal.set()
 
-    def reason(self, options: ConnectionOptions, ctx: NatsContext | None) -> str | None:
+    async def on_disconnect(self) -> None:
+        # nats-py reports each failed first attempt as a disconnection too: only a real one is news.
+        if self.connected:
+            log.info("disconnected from NATS")
+
+    def reason(self, options: ConnectionOptions, ctx: NatsContext | None, servers: Sequence[str]) -> str | None:
         """The most telling reported failure with how to fix it, or ``None`` when nothing was reported."""
         for exc in self.errors:
             if _is_auth_error(exc):
@@ -162,12 +198,66 @@ class _FirstConnect:
                     "tls_key_file against the server's TLS settings"
                 )
         for exc in self.errors:
+            if isinstance(exc, socket.gaierror):
+                hosts = ", ".join(repr(host) for host in _host_names(servers)) or "the server's host name"
+                return (
+                    f"cannot resolve host {hosts} ({exc.strerror or exc}): check the host name in the server URL "
+                    "and the DNS settings of this machine"
+                )
+        for exc in self.errors:
             if isinstance(exc, ConnectionRefusedError):
-                return "connection refused: check that nats-server runs and listens at that address"
+                return "connection refused: check that nats-server runs and listens at that address and port"
+        for exc in self.errors:
+            if isinstance(exc, OSError) and exc.errno in _NO_ROUTE_ERRNOS:
+                return (
+                    f"no route to host ({exc.strerror or exc}): check the address, and the network between this "
+                    "machine and the server (routes, firewall, VPN)"
+                )
+        for exc in self.errors:
+            if isinstance(exc, TimeoutError):
+                return _timed_out(options.connect_timeout)
+        for exc in self.errors:
+            if isinstance(exc, nats.errors.Error) and "expecting INFO" in str(exc):
+                return (
+                    "the server closed the connection without a NATS greeting: check that the address is a NATS "
+                    "client port (4222 by default, not the monitoring or cluster port)"
+                )
         if self.errors:
             last = self.errors[-1]
             return str(last) or type(last).__name__
         return None
+
+
+_NO_ROUTE_ERRNOS: Final = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN})
+
+
+def _timed_out(seconds: float) -> str:
+    return (
+        f"timed out: no NATS server answered within {seconds:.3g}s: check the address and port, that nats-server "
+        "runs there and that no firewall drops the traffic (or raise connect_timeout)"
+    )
+
+
+def _redacted(server: str) -> str:
+    """A server URL without the user and password it may hold, for messages."""
+    parts = urlsplit(server)
+    if parts.password is None and parts.username is None:
+        return server
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
+def _host_names(servers: Sequence[str]) -> list[str]:
+    """The host names (not IP addresses) in server URLs: the ones a DNS lookup can fail for."""
+    names: list[str] = []
+    for server in servers:
+        host = urlsplit(server if "://" in server else f"nats://{server}").hostname
+        if not host or host in names:
+            continue
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            names.append(host)
+    return names
 
 
 def _is_auth_error(exc: BaseException) -> bool:
@@ -212,7 +302,7 @@ async def open_connection(options: ConnectionOptions) -> tuple[NATS, str | None]
         "allow_reconnect": True,
         "reconnect_time_wait": INITIAL_RECONNECT_WAIT_S,
         "error_cb": attempt.on_error,
-        "disconnected_cb": _on_disconnect,
+        "disconnected_cb": attempt.on_disconnect,
         "reconnected_cb": _on_reconnect,
     }
     user = options.user or (ctx.user if ctx else "")
@@ -237,6 +327,8 @@ async def open_connection(options: ConnectionOptions) -> tuple[NATS, str | None]
         kwargs["tls"] = tls
     if ctx and ctx.inbox_prefix:
         kwargs["inbox_prefix"] = ctx.inbox_prefix
+    # TLS is used when asked for, but also when the server requires it: nats-py then upgrades on its own.
+    quiet_tls_eof_warning()
     nc = NATS()
     # nats-py can keep retrying some failures (a TLS handshake it cannot verify) past its attempt limit, so the
     # first connection also gets an overall deadline.
@@ -246,12 +338,14 @@ async def open_connection(options: ConnectionOptions) -> tuple[NATS, str | None]
     except Exception as exc:
         with contextlib.suppress(Exception):
             await nc.close()
-        reason = attempt.reason(options, ctx)
+        reason = attempt.reason(options, ctx, servers)
         if reason is None:
-            reason = str(exc) or type(exc).__name__
             if isinstance(exc, TimeoutError):
-                reason = f"no connection within {deadline:.0f}s: check the address and that nats-server is reachable"
-        raise JetStreamError(f"cannot connect to NATS at {', '.join(servers)}: {reason}") from exc
+                reason = _timed_out(deadline)
+            else:
+                reason = f"{str(exc) or type(exc).__name__}: check the address and that nats-server runs there"
+        where = ", ".join(_redacted(server) for server in servers)
+        raise JetStreamError(f"cannot connect to NATS at {where}: {reason}") from exc
     attempt.connected = True
     # Once connected, reconnect forever with upstream's delay (the 1-minute linear policy's first interval).
     nc.options["max_reconnect_attempts"] = -1
@@ -296,10 +390,6 @@ def _existing(path: str, option: str, ctx: NatsContext | None) -> str:
         return ""
     what = option if ctx is None else f"{option} (or the {_CONTEXT_FIELDS[option]!r} of NATS context {ctx.name!r})"
     return check_file(path, what, "an existing file")
-
-
-async def _on_disconnect() -> None:
-    log.info("disconnected from NATS")
 
 
 async def _on_reconnect() -> None:

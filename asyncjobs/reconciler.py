@@ -49,6 +49,7 @@ from asyncjobs.jsapi import TASK_ERRORS
 from asyncjobs.kv import KeyValue
 from asyncjobs.listing import scan_tasks
 from asyncjobs.metrics import METRICS
+from asyncjobs.settle import with_last_error
 from asyncjobs.stored import decode_stored
 from asyncjobs.task import Task, TaskState
 from asyncjobs.wiretime import NS_PER_SECOND, WireTime
@@ -315,9 +316,10 @@ class Reconciler:
         METRICS.reconciler_repaired_total.labels(self.queue.name, "republish", task.state.value).inc()
         report.republished.append(task.id)
 
-    async def _expire(self, task: Task, report: PassReport, reason: str) -> None:
+    async def _expire(self, task: Task, report: PassReport, why: str) -> None:
         was = task.state.value
-        log.warning("queue %s: expiring task %s: %s", self.queue.name, task.id, reason)
+        reason = with_last_error(why, task.last_err)
+        log.warning("queue %s: expiring task %s (%s), it was %s: %s", self.queue.name, task.id, task.type, was, reason)
         task.state = TaskState.EXPIRED
         task.last_err = reason
         task.tried_at = WireTime.now()

@@ -28,9 +28,10 @@ from asyncjobs import codec
 from asyncjobs.constants import ACK, TERM
 from asyncjobs.delivery import nak
 from asyncjobs.errors import AsyncJobsError, ConfigurationError, CorruptDataError, TaskConflict, TaskNotFound
+from asyncjobs.metrics import METRICS
 from asyncjobs.retry import RETRY_LINEAR_TEN_SECONDS
 from asyncjobs.task import Task, TaskState
-from asyncjobs.wiretime import WireTime
+from asyncjobs.wiretime import WireTime, format_time
 
 if TYPE_CHECKING:
     from asyncjobs.queue import Queue
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("asyncjobs")
 
 UNSTORABLE_RESULT: Final = "the handler's result cannot be stored"
+STALE_LAST_TRY: Final = "no outcome was recorded for the last try (its worker stopped or lost the item)"
 # Final acks are kept this long so they can be sent again once a new consumer leader serves.
 ACK_REPLAY_WINDOW_S: Final = 60.0
 ACK_REPLAY_MAX: Final = 100_000
@@ -77,6 +79,26 @@ class Settler:
     def is_last(self, delivered: int) -> bool:
         """Whether JetStream will not deliver the item again after this delivery."""
         return 0 < self.max_deliver <= delivered
+
+    async def expire(self, msg: Msg, delivered: int, task: Task, why: str) -> None:
+        """End a delivery whose task may not run any more: log at WARNING, store it ``expired``, ``+ACK`` the item.
+
+        Args:
+            msg: the delivered item.
+            delivered: its delivery count.
+            task: the task.
+            why: why it may not run; the task's earlier ``last_err``, if any, is kept after it.
+        """
+        reason = with_last_error(why, task.last_err)
+        queue = self.queue.name
+        log.warning("queue %s: expiring task %s (%s) without running it: %s", queue, task.id, task.type, reason)
+        await self.settle(msg, delivered, task, ACK, state=TaskState.EXPIRED, reason=reason)
+
+    async def unreachable(self, msg: Msg, delivered: int, task: Task, reason: str) -> None:
+        """End a delivery whose task can never run (a dependency failed): log at WARNING, store it ``unreachable``."""
+        METRICS.task_dependencies_failed.inc()
+        log.warning("queue %s: task %s (%s) is unreachable: %s", self.queue.name, task.id, task.type, reason)
+        await self.settle(msg, delivered, task, TERM, state=TaskState.UNREACHABLE, reason=reason)
 
     async def settle(
         self,
@@ -121,7 +143,7 @@ class Settler:
             deliveries = "1 delivery" if self.max_deliver == 1 else f"{self.max_deliver} deliveries"
             used_up = f"the queue's max_tries ({deliveries}) is used up"
             reason = f"{reason}; {used_up}" if reason else used_up
-            log.warning("queue %s: expiring task %s: %s", queue, task.id, reason)
+            log.warning("queue %s: expiring task %s (%s): %s", queue, task.id, task.type, reason)
         if state is not None and task is not None and not await self.store(task, state, reason):
             if last:
                 log.error("queue %s: the outcome of task %s is not stored; the reconciler repairs it", queue, task.id)
@@ -207,3 +229,22 @@ class Settler:
                     await self.nc.publish(reply, body)
         finally:
             self._replaying = None
+
+
+def past_deadline(task: Task) -> str:
+    """Why a task whose deadline passed before it could run is expired."""
+    deadline = format_time(task.deadline_at) if task.deadline_at is not None else "(none)"
+    attempt = "the task could run" if not task.tries else f"try {task.tries + 1} could start"
+    return f"its deadline {deadline} passed before {attempt}"
+
+
+def tries_used_up(task: Task) -> str:
+    """Why a task delivered again after its last permitted try is expired."""
+    used_up = f"the task's max_tries ({task.max_tries} {'try' if task.max_tries == 1 else 'tries'}) is used up"
+    # Still active: the worker of its last try died or lost the item before recording an outcome.
+    return f"{STALE_LAST_TRY}; {used_up}" if task.state == TaskState.ACTIVE else used_up
+
+
+def with_last_error(why: str, last_err: str) -> str:
+    """``why`` with the task's earlier error after it, so an expiry never hides what went wrong before."""
+    return f"{why}; last error: {last_err}" if last_err and last_err != why else why

@@ -31,7 +31,7 @@ from asyncjobs.handling import HandlerRunner
 from asyncjobs.metrics import METRICS
 from asyncjobs.puller import Puller
 from asyncjobs.retry import RETRY_LINEAR_TEN_SECONDS, RetryPolicy
-from asyncjobs.settle import HandBack, Settler
+from asyncjobs.settle import HandBack, Settler, past_deadline, tries_used_up
 from asyncjobs.task import FAILED_STATES, Task, TaskState
 from asyncjobs.upkeep import InProcess, Upkeep
 from asyncjobs.wiretime import NS_PER_SECOND, WireTime
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("asyncjobs")
 
-STALE_LAST_TRY: Final = "no outcome was recorded for the last try (its worker stopped or lost the item)"
 _WAITING_STATES: Final = frozenset({TaskState.NEW, TaskState.RETRY, TaskState.BLOCKED})
 _DONE_STATES: Final = frozenset(
     {TaskState.COMPLETED, TaskState.EXPIRED, TaskState.TERMINATED, TaskState.UNREACHABLE, TaskState.QUEUE_ERROR}
@@ -141,12 +140,15 @@ class Worker:
             self.stopping = True
             for helper in helpers:
                 helper.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
             try:
-                await self._drain()
+                await asyncio.gather(*helpers, return_exceptions=True)
             finally:
-                keep_alive.cancel()
-                await asyncio.gather(keep_alive, return_exceptions=True)
+                # Runs even when a second cancellation lands on the await above: no handler outlives the worker.
+                try:
+                    await self._drain()
+                finally:
+                    keep_alive.cancel()
+                    await asyncio.gather(keep_alive, return_exceptions=True)
 
     def _served(self, task: asyncio.Task[None]) -> None:
         # A background duty that ended on its own while the worker runs: say so, the worker goes on without it.
@@ -154,6 +156,11 @@ class Worker:
             log.error("queue %s: %s stopped: %r", self.queue.name, task.get_name(), task.exception())
 
     async def _drain(self) -> None:
+        """Hand back what was not started, give running handlers the shutdown grace, then cancel them.
+
+        Cancelling the worker a second time (a second stop signal) ends the grace at once: running handlers are
+        cancelled and their tasks handed back.
+        """
         unstarted = [*self.puller.overflow]
         self.puller.overflow.clear()
         while not self.inbox.empty():
@@ -161,13 +168,19 @@ class Worker:
         for msg in unstarted:
             # Not started: straight back to the queue (a fresh item if this was its last permitted delivery).
             await self.settler.settle(msg, delivery_count(msg.reply), None, nak(0), hand_back=HandBack.REQUEUE)
-        if self.busy:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.shutdown_grace):
-                    await self.idle.wait()
-        for slot in self.slots:
-            slot.cancel()
-        await asyncio.wait(self.slots, timeout=ACK_TIMEOUT_S * 2)
+        me = asyncio.current_task()
+        hurried = me is not None and me.cancelling() > 1  # cancelled again while stopping: no grace
+        try:
+            if self.busy and not hurried:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.shutdown_grace):
+                        await self.idle.wait()
+        finally:
+            # Also when a second cancellation cuts the grace short: running handlers are cancelled and their tasks
+            # handed back now, never left running after the worker is gone.
+            for slot in self.slots:
+                slot.cancel()
+            await asyncio.wait(self.slots, timeout=ACK_TIMEOUT_S * 2)
 
     def _recovered(self) -> None:
         # The consumer answers again: resend acks its new leader may have missed, and look for lost deliveries.
@@ -342,13 +355,11 @@ class Worker:
                 return False
         if task.deadline_at is not None and now.unix_ns > task.deadline_at.unix_ns:
             METRICS.task_past_deadline_count.labels(queue).inc()
-            await self.settler.settle(msg, delivered, task, ACK, state=TaskState.EXPIRED, reason=task.last_err)
+            await self.settler.expire(msg, delivered, task, past_deadline(task))
             return False
         if task.max_tries > 0 and task.tries >= task.max_tries:
             METRICS.task_past_max_tries_count.labels(queue).inc()
-            # Still active: the worker of its last try died or lost the item before recording an outcome.
-            reason = STALE_LAST_TRY if task.state == TaskState.ACTIVE else task.last_err
-            await self.settler.settle(msg, delivered, task, ACK, state=TaskState.EXPIRED, reason=reason)
+            await self.settler.expire(msg, delivered, task, tries_used_up(task))
             return False
         if task.state == TaskState.BLOCKED and task.dependencies:
             return await self._dependencies_ready(msg, task, delivered)
@@ -360,7 +371,8 @@ class Worker:
             try:
                 parent = await self.storage.load_task(parent_id)
             except TaskNotFound:
-                await self._unreachable(msg, delivered, task, f"{ERR_DEPENDENCIES_FAILED}: task not found: {parent_id}")
+                reason = f"{ERR_DEPENDENCIES_FAILED}: task not found: {parent_id}"
+                await self.settler.unreachable(msg, delivered, task, reason)
                 return False
             except AsyncJobsError as exc:
                 log.info("task %s: could not load dependency %s: %s", task.id, parent_id, exc)
@@ -368,7 +380,7 @@ class Worker:
                 return False
             if parent.state in FAILED_STATES or parent.state == TaskState.UNREACHABLE:
                 reason = f"{ERR_DEPENDENCIES_FAILED}: task {parent_id} is {parent.state.value or 'in an unknown state'}"
-                await self._unreachable(msg, delivered, task, reason)
+                await self.settler.unreachable(msg, delivered, task, reason)
                 return False
             if parent.state != TaskState.COMPLETED:
                 waiting = True
@@ -379,7 +391,3 @@ class Worker:
         reason = f"gave up waiting for dependencies after {delivered} deliveries"
         await self.settler.settle(msg, delivered, task, nak(BLOCKED_NAK_DELAY_NS), reason=reason)
         return False
-
-    async def _unreachable(self, msg: Msg, delivered: int, task: Task, reason: str) -> None:
-        METRICS.task_dependencies_failed.inc()
-        await self.settler.settle(msg, delivered, task, TERM, state=TaskState.UNREACHABLE, reason=reason)
