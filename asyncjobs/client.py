@@ -21,7 +21,7 @@ from asyncjobs.errors import (
 from asyncjobs.events import EventStream, iterate_events, wait_final
 from asyncjobs.jsapi import JetStream
 from asyncjobs.options import ClientOptions
-from asyncjobs.provisioning import prepare_events, prepare_queue, prepare_tasks
+from asyncjobs.provisioning import prepare_events, prepare_queue, prepare_tasks, warn_if_still_empty
 from asyncjobs.queue import Queue
 from asyncjobs.reconciler import Reconciler
 from asyncjobs.router import Router
@@ -154,6 +154,7 @@ class Client:
         self._check_open()
         task.queue = self._queue.name
         self._sign(task)
+        self._created_queue = False  # a queue this client enqueues to is the one meant
         await self._shielded(self._storage.enqueue(task, self._queue))
         return task
 
@@ -169,6 +170,7 @@ class Client:
         """
         self._check_open()
         batch = list(tasks)
+        self._created_queue = False
         for n, task in enumerate(batch, 1):
             task.queue = self._queue.name
             self._sign(task)
@@ -302,13 +304,7 @@ class Client:
         opts = self._options
         if self._created_queue:
             self._created_queue = False  # said once per client
-            log.warning(
-                "queue %r did not exist: this client created it, so this worker waits on a new, empty queue; if the "
-                "name is a typo, tasks on the queue you meant are not processed here (bind only existing queues with "
-                "Queue(%r, no_create=True), or --no-create on the worker command)",
-                self._queue.name,
-                self._queue.name,
-            )
+            await warn_if_still_empty(self._js, self._queue)
         worker = Worker(
             self._storage,
             self._queue,

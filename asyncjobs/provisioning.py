@@ -24,7 +24,7 @@ from asyncjobs.constants import (
     TASKS_STREAM_DESCRIPTION,
     TASKS_SUBJECTS,
 )
-from asyncjobs.errors import JetStreamError, QueueNotFound
+from asyncjobs.errors import AsyncJobsError, JetStreamError, QueueNotFound
 from asyncjobs.jsapi import QUEUE_ERRORS, JetStream
 from asyncjobs.queue import Queue
 
@@ -170,3 +170,24 @@ async def prepare_queue(js: JetStream, queue: Queue, *, replicas: int, memory: b
             ", ".join(ignored),
         )
     return bound, created
+
+
+async def warn_if_still_empty(js: JetStream, queue: Queue) -> None:
+    """Warn that a worker is about to wait on a queue its own client created and that nothing was put on since.
+
+    That is what a typo in a queue name looks like: the tasks wait on the queue that was meant, forever.
+    """
+    try:
+        info = await js.stream_info(queue.stream, f"checking queue {queue.name!r}")
+    except AsyncJobsError:
+        return  # the worker will report a queue it cannot reach
+    state = info.get("state", {})
+    if state.get("messages", 0) or state.get("last_seq", 0):
+        return
+    log.warning(
+        "queue %r did not exist: this client created it and nothing was put on it yet, so this worker waits on a "
+        "new, empty queue; if the name is a typo, tasks on the queue you meant are not processed here (bind only "
+        "existing queues with Queue(%r, no_create=True), or --no-create on the worker command)",
+        queue.name,
+        queue.name,
+    )

@@ -203,6 +203,14 @@ async def test_a_worker_that_creates_its_queue_warns_about_typos(
     assert "did not exist" not in caplog.text
     await existing.run(router, until_idle=True)
     assert "queue 'TYPOS' did not exist" in caplog.text
+    caplog.clear()
+    producer_and_worker = await make_client(queue="TYPOING")  # enqueues before it works: the queue is meant
+    await producer_and_worker.enqueue(asyncjobs.Task("x", {}))
+    await producer_and_worker.run(router, until_idle=True)
+    other_worker = await make_client(queue="TYPOED")  # created, but a producer put a task on it since
+    await (await make_client(queue="TYPOED")).enqueue(asyncjobs.Task("x", {}))
+    await other_worker.run(router, until_idle=True)
+    assert "did not exist" not in caplog.text
     with pytest.raises(asyncjobs.QueueNotFound, match="queue 'TYPOES' does not exist"):
         await make_client(queue=asyncjobs.Queue("TYPOES", no_create=True))
 
