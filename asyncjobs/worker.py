@@ -235,17 +235,10 @@ class Worker:
             return
         running = self.running.get(task_id)
         if running is not None:
-            # Redelivered because its handler ran past the ack wait without giving the loop back (blocking code), or
-            # a second item (a forced retry_task, a repeated enqueue): never run a task twice at once in one worker.
-            # The item is dropped; if the running delivery ends up handing the task back, it queues a fresh item.
-            log.warning(
-                "queue %s: task %s was delivered again while this worker still runs its handler or records its "
-                "outcome; not starting it twice (past the max run time of %gs, a handler that does not await blocks "
-                "the event loop)",
-                queue,
-                task_id,
-                self.max_run_time_ns / NS_PER_SECOND,
-            )
+            # Redelivered because its handler ran to the ack wait, or a second item (a forced retry_task, a repeated
+            # enqueue): never run a task twice at once in one worker. The item is dropped; if the running delivery
+            # ends up handing the task back, it queues a fresh item.
+            log.warning("queue %s: task %s %s; not starting it twice", queue, task_id, self._why_again(running))
             running.dropped_duplicate = True
             await self.settler.ack(msg, TERM)
             return
@@ -279,6 +272,17 @@ class Worker:
                 del self.running[task.id]
         if entry.dropped_duplicate:
             await self._restore_item(task.id)
+
+    def _why_again(self, running: InProcess) -> str:
+        ran_s = time.monotonic() - running.since
+        limit_s = self.max_run_time_ns / NS_PER_SECOND
+        if ran_s < limit_s - 1:
+            return "was delivered again while this worker runs it (a second item: forced retry_task, repeated enqueue)"
+        return (
+            f"was delivered again: its handler ran for the queue's max run time of {limit_s:g}s (it is cancelled and "
+            "the task retried; if it keeps running, it blocks the event loop: use asyncio.to_thread for blocking "
+            "code, and task.mark_in_progress() or a longer max_run_time for long work)"
+        )
 
     async def _restore_item(self, task_id: str) -> None:
         """After a duplicate delivery was dropped: a task left waiting (handed back, or retried by someone) must still

@@ -424,4 +424,5 @@ async def test_a_second_item_for_a_running_task_is_dropped_without_a_loop(
         release.set()
         done = await wait_state(client, task.id, TaskState.COMPLETED)
     assert caplog.text.count("delivered again") == 1
+    assert "a second item: forced retry_task" in caplog.text
     assert done.result is not None and runs == [1, 1]

@@ -244,3 +244,29 @@ def test_the_console_script_and_python_m_are_the_same_command() -> None:
     )
     assert "MODULE:ATTR" in by_script.stdout
     assert by_script.stdout.replace("asyncjobs worker", "") == by_module.stdout.replace("asyncjobs worker", "")
+
+
+async def test_a_redelivery_at_the_max_run_time_is_explained(
+    make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await make_client(queue=asyncjobs.Queue("RUNTIME", max_run_time=1))
+    router = asyncjobs.Router()
+
+    @router.handler("stuck")
+    async def stuck(task: asyncjobs.Task) -> str:
+        if task.tries == 1:
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                # Stopped at its max run time, it takes a while to give up, as a handler in a long C call would;
+                # meanwhile the ack wait (also the max run time) has ended and the item comes back.
+                await asyncio.sleep(1.5)
+                raise
+        return "done"
+
+    task = await client.enqueue(asyncjobs.Task("stuck", {}))
+    async with asyncio.timeout(20):
+        await asyncio.gather(client.run(router, until_idle=True), return_exceptions=True)
+    assert "ran for the queue's max run time of 1s" in caplog.text
+    assert "use asyncio.to_thread for blocking code" in caplog.text
+    assert (await client.get_task(task.id)).state == asyncjobs.TaskState.COMPLETED
