@@ -7,20 +7,17 @@ import contextlib
 import errno
 import ipaddress
 import logging
-import os
 import socket
 import ssl
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 import nats.errors
-import orjson
 from nats.aio.client import Client as NATS
 
 from asyncjobs.errors import ConfigurationError, JetStreamError
+from asyncjobs.natscontext import NatsContext, load_context
 from asyncjobs.options import ConnectionOptions, check_file
 from asyncjobs.retry import RETRY_LINEAR_ONE_MINUTE
 
@@ -57,72 +54,6 @@ def quiet_tls_eof_warning() -> None:
     asyncio_log = logging.getLogger("asyncio")
     if _TLS_EOF_NOISE not in asyncio_log.filters:
         asyncio_log.addFilter(_TLS_EOF_NOISE)
-
-
-@dataclass(frozen=True, slots=True)
-class NatsContext:
-    """The parts of a NATS CLI context (``nats context add``) that a client uses."""
-
-    name: str
-    url: str = ""
-    user: str = ""
-    password: str = ""
-    token: str = ""
-    creds: str = ""
-    nkey: str = ""
-    cert: str = ""
-    key: str = ""
-    ca: str = ""
-    inbox_prefix: str = ""
-    jetstream_domain: str = ""
-    jetstream_api_prefix: str = ""
-
-    @property
-    def api_prefix(self) -> str | None:
-        """The JetStream API prefix the context selects, if any."""
-        if self.jetstream_api_prefix:
-            return self.jetstream_api_prefix
-        if self.jetstream_domain:
-            return f"$JS.{self.jetstream_domain}.API"
-        return None
-
-
-def context_dir() -> Path:
-    """Where the NATS CLI keeps contexts (``$XDG_CONFIG_HOME/nats/context``)."""
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "nats" / "context"
-
-
-def load_context(name: str | None = None) -> NatsContext:
-    """Read a NATS CLI context; ``None`` or ``""`` reads the selected one (``nats context select``).
-
-    Raises:
-        ConfigurationError: the context does not exist or cannot be read.
-    """
-    directory = context_dir()
-    if not name:
-        selected = directory.parent / "context.txt"
-        try:
-            name = selected.read_text().strip()
-        except OSError:
-            name = ""
-        if not name:
-            raise ConfigurationError("no NATS context is selected: pass a context name or run `nats context select`")
-    if "/" in name or name.startswith("."):
-        raise ConfigurationError(f"invalid NATS context name {name!r}")
-    path = directory / f"{name}.json"
-    try:
-        data = orjson.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise ConfigurationError(
-            f"NATS context {name!r} not found at {path}: create it with `nats context add {name} --server URL`"
-        ) from None
-    except (OSError, orjson.JSONDecodeError) as exc:
-        raise ConfigurationError(f"cannot read NATS context {name!r} at {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigurationError(f"NATS context {name!r} at {path} is not a JSON object")
-    fields = {key: str(data[key]) for key in NatsContext.__dataclass_fields__ if key != "name" and data.get(key)}
-    return NatsContext(name=name, **fields)
 
 
 def tls_context(ca: str | None, cert: str | None, key: str | None) -> ssl.SSLContext | None:
@@ -346,11 +277,26 @@ async def open_connection(options: ConnectionOptions) -> tuple[NATS, str | None]
                 reason = f"{str(exc) or type(exc).__name__}: check the address and that nats-server runs there"
         where = ", ".join(_redacted(server) for server in servers)
         raise JetStreamError(f"cannot connect to NATS at {where}: {reason}") from exc
+    if tls is not None and not _server_info(nc).get("tls_required"):
+        with contextlib.suppress(Exception):
+            await nc.close()
+        where = ", ".join(_redacted(server) for server in servers)
+        raise ConfigurationError(
+            f"TLS options were given, but the NATS server at {where} does not require TLS, so nats-py would talk to "
+            "it in plain text: enable TLS on the server (a tls block without allow_non_tls, see docs/security.md), "
+            "or drop the TLS options"
+        )
     attempt.connected = True
     # Once connected, reconnect forever with upstream's delay (the 1-minute linear policy's first interval).
     nc.options["max_reconnect_attempts"] = -1
     nc.options["reconnect_time_wait"] = RETRY_LINEAR_ONE_MINUTE.delay(1)
     return nc, ctx.api_prefix if ctx else None
+
+
+def _server_info(nc: NATS) -> dict[str, Any]:
+    # nats-py keeps the server's INFO only in a private attribute; read it defensively.
+    info = getattr(nc, "_server_info", None)
+    return info if isinstance(info, dict) else {}
 
 
 async def _connect(nc: NATS, kwargs: dict[str, Any], attempt: _FirstConnect, deadline: float) -> None:

@@ -97,6 +97,13 @@ async def test_tls_verification_failure_is_named_at_once(tls_server: NatsServer,
         assert time.monotonic() - started < 3
 
 
+async def test_tls_options_against_a_server_without_tls_are_refused(nats_url: str, tmp_path: Path) -> None:
+    # nats-py only upgrades when the server requires TLS: without this check the client would talk plain text.
+    ca, _ = _self_signed(tmp_path)
+    with pytest.raises(asyncjobs.ConfigurationError, match="does not require TLS, so nats-py would talk"):
+        await asyncjobs.connect(nats_url, connect_timeout=1, tls_ca_file=str(ca))
+
+
 async def test_connection_refused_is_named() -> None:
     with socket.socket() as sock:  # a free port nobody listens on
         sock.bind(("127.0.0.1", 0))
