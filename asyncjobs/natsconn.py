@@ -277,7 +277,8 @@ async def open_connection(options: ConnectionOptions) -> tuple[NATS, str | None]
                 reason = f"{str(exc) or type(exc).__name__}: check the address and that nats-server runs there"
         where = ", ".join(_redacted(server) for server in servers)
         raise JetStreamError(f"cannot connect to NATS at {where}: {reason}") from exc
-    if tls is not None and not _server_info(nc).get("tls_required"):
+    secure_ws = nc.connected_url is not None and nc.connected_url.scheme == "wss"  # TLS below the websocket
+    if tls is not None and not secure_ws and not _server_info(nc).get("tls_required"):
         with contextlib.suppress(Exception):
             await nc.close()
         where = ", ".join(_redacted(server) for server in servers)
