@@ -132,6 +132,9 @@ class HandlerRunner:
         settle = self.worker.settler.settle
         if isinstance(error, _Shutdown):
             log.info("queue %s: task %s handed back: %s", queue, task.id, SHUTDOWN_ERROR)
+            # Not the task's failure: a deploy or a scale-down must not use up its tries (the count was stored when
+            # it became active, so that a worker that dies mid-handler still counts).
+            task.tries = max(0, task.tries - 1)
             await settle(
                 msg, delivered, task, nak(0), state=TaskState.RETRY, reason=SHUTDOWN_ERROR, hand_back=HandBack.REQUEUE
             )

@@ -96,9 +96,12 @@ async def ensure_stream(js: JetStream, config: dict[str, Any], what: str) -> tup
     """
     name = config["name"]
     try:
-        return await js.stream_info(name, what), False
+        info = await js.stream_info(name, what)
     except QueueNotFound:
         pass
+    else:
+        _check_replicas(info, config.get("num_replicas", 1))
+        return info, False
     try:
         return await js.api(f"STREAM.CREATE.{name}", config, what), True
     except JetStreamError as exc:
@@ -107,6 +110,23 @@ async def ensure_stream(js: JetStream, config: dict[str, Any], what: str) -> tup
             return await js.stream_info(name, what), False
         except QueueNotFound:
             raise exc from None
+
+
+def _check_replicas(info: dict[str, Any], wanted: int) -> None:
+    """Warn when an existing stream has fewer replicas than asked for: the setting only applies on creation."""
+    config = info.get("config", {})
+    have = config.get("num_replicas", 1) or 1
+    if wanted > have:
+        name = config.get("name", "?")
+        log.warning(
+            "stream %s already exists with %d replica(s), so replicas=%d is ignored (it applies only when a stream is "
+            "created): raise it on the server, e.g. `nats stream edit %s --replicas %d`",
+            name,
+            have,
+            wanted,
+            name,
+            wanted,
+        )
 
 
 async def prepare_tasks(js: JetStream, *, replicas: int, memory: bool, retention_ns: int) -> None:

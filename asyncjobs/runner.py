@@ -95,7 +95,7 @@ async def _resolve(source: RouterSource) -> Router:
 
 
 class _Stopping:
-    """Turns stop signals into a graceful stop, then a hurried one."""
+    """Turns stop signals (or the ``stop`` and ``hurry`` events) into a graceful stop, then a hurried one."""
 
     def __init__(self, stop: asyncio.Event) -> None:
         self.stop = stop
@@ -115,18 +115,30 @@ class _Stopping:
                 self.grace,
             )
             self.stop.set()
-            return
-        if self.signals == 2:
+        elif self.signals == 2:
             log.warning(
                 "received %s again: stopping now; running handlers are cancelled and their tasks handed back", name
             )
-            self.hurried_by = signum
-            self.stop.set()
-            if self.work is not None and not self.work.done():
-                self.work.cancel()
+            self.hurry(signum)
+        else:
+            log.error("received %s a third time: exiting without handing back; the reconciler recovers the tasks", name)
+            os._exit(128 + signum)
+
+    def hurry(self, signum: int) -> None:
+        """End the shutdown grace now: running handlers are cancelled and their tasks handed back."""
+        if self.hurried_by is not None:
             return
-        log.error("received %s a third time: exiting without handing back; the reconciler recovers the tasks", name)
-        os._exit(128 + signum)
+        self.hurried_by = signum
+        self.stop.set()
+        if self.work is not None and not self.work.done():
+            self.work.cancel()
+
+    async def follow(self, hurry: asyncio.Event) -> None:
+        """Hurry once ``hurry`` is set (as a second SIGTERM would)."""
+        await hurry.wait()
+        if self.hurried_by is None:
+            log.warning("asked to stop now: running handlers are cancelled and their tasks handed back")
+            self.hurry(signal.SIGTERM)
 
 
 async def run_worker_async(
@@ -137,6 +149,7 @@ async def run_worker_async(
     until_idle: bool = False,
     handle_signals: bool = True,
     stop: asyncio.Event | None = None,
+    hurry: asyncio.Event | None = None,
     **options: Any,
 ) -> int:
     """Connect, process the queue until stopped, and stop cleanly; the coroutine behind :func:`run_worker`.
@@ -150,6 +163,8 @@ async def run_worker_async(
         handle_signals: stop on SIGTERM and SIGINT (a second signal stops at once); the handlers are removed on
             return.
         stop: an event that stops the worker gracefully when set, e.g. from another task.
+        hurry: an event that, when set, stops the worker at once as a second signal does (running handlers are
+            cancelled and their tasks handed back); the call then returns ``128 + SIGTERM``.
         **options: any other :func:`asyncjobs.connect` option (``concurrency``, ``retry_policy``,
             ``shutdown_grace``, ``prometheus_port``, credentials, ...).
 
@@ -175,9 +190,12 @@ async def run_worker_async(
                 log.debug("cannot handle %s here: %s", signum.name, exc)
             else:
                 installed.append(signum)
+    following = None if hurry is None else asyncio.create_task(stopping.follow(hurry))
     try:
         return await _serve(stopping, resolved, servers, queue, until_idle, options)
     finally:
+        if following is not None:
+            following.cancel()
         for signum in installed:
             loop.remove_signal_handler(signum)
 

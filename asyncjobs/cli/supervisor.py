@@ -1,7 +1,9 @@
 """``--processes N``: start N worker processes, restart crashed ones with back-off, forward stop signals.
 
-Each worker runs in its own session, so a Ctrl-C in the terminal reaches only the supervisor, which forwards it
-once: the workers then see exactly the signals the supervisor got (one stops cleanly, two stop at once). A worker
+Each worker runs in its own session, so a Ctrl-C in the terminal reaches only the supervisor. The supervisor passes
+a stop on with signals of its own, SIGUSR1 for the first (stop cleanly) and SIGUSR2 for any later one (stop at once),
+so a worker that also receives the stop signal directly (systemd's default ``KillMode=control-group`` signals every
+process of the unit) still gives its handlers the full grace. A worker
 that exits 0 (a clean stop, or idle with ``--until-idle``) is not restarted; one that exits with the usage status
 (bad arguments or router) stops the whole set; any other exit is a crash, restarted after 1, 2, 4 ... up to 30
 seconds (the delay starts over once a worker has run for a minute). A worker whose supervisor dies (SIGKILL) notices
@@ -31,6 +33,10 @@ RESTART_DELAYS_S: Final = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 STABLE_AFTER_S: Final = 60.0
 """A worker that ran this long before crashing is restarted after the first delay again."""
 STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+GRACEFUL_SIGNAL: Final = signal.SIGUSR1
+"""What the supervisor sends a worker to stop it gracefully (any number of times: it never hurries)."""
+HURRY_SIGNAL: Final = signal.SIGUSR2
+"""What the supervisor sends a worker to end its shutdown grace at once."""
 
 
 @dataclass
@@ -57,10 +63,13 @@ class _Supervisor:
         if self.signals == 1:
             log.warning("supervisor received %s: stopping %d workers", signal.Signals(signum).name, len(self.slots))
         self.stopping.set()
+        # Signals of our own: a worker that also got this stop signal directly (systemd signals the whole control
+        # group) must not count ours as a second one.
+        forward = GRACEFUL_SIGNAL if self.signals == 1 else HURRY_SIGNAL
         for slot in self.slots:
             if slot.process is not None and slot.process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
-                    slot.process.send_signal(signum)
+                    slot.process.send_signal(forward)
 
     async def start(self, slot: _Slot) -> None:
         env = {**os.environ, CHILD_INDEX_ENV: str(slot.index), SUPERVISOR_PID_ENV: str(os.getpid())}
@@ -75,7 +84,7 @@ class _Supervisor:
             assert slot.process is not None
             code = await slot.process.wait()
             slot.status = code
-            if self.stopping.is_set() and -code in STOP_SIGNALS:
+            if self.stopping.is_set() and -code in (*STOP_SIGNALS, GRACEFUL_SIGNAL, HURRY_SIGNAL):
                 # Killed by the forwarded signal while Python was still starting: it had taken no task yet.
                 slot.status = 0
             if code == 0 or self.stopping.is_set():

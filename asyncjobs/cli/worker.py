@@ -11,7 +11,7 @@ import sys
 import traceback
 from typing import Any, Final
 
-from asyncjobs.cli.supervisor import CHILD_INDEX_ENV, SUPERVISOR_PID_ENV, supervise
+from asyncjobs.cli.supervisor import CHILD_INDEX_ENV, GRACEFUL_SIGNAL, HURRY_SIGNAL, SUPERVISOR_PID_ENV, supervise
 from asyncjobs.errors import AsyncJobsError, ConfigurationError
 from asyncjobs.queue import Queue
 from asyncjobs.retry import retry_policy_names
@@ -63,6 +63,8 @@ def add_parser(commands: Any) -> None:
     work.add_argument("--shutdown-grace", type=float, default=30.0,
                       help="seconds running handlers get to finish on stop (default %(default)s)")  # fmt: skip
     work.add_argument("--until-idle", action="store_true", help="exit 0 once the queue is idle")
+    work.add_argument("--replicas", type=int, default=1,
+                      help="replicas for streams this worker creates (1 to 5; existing ones keep theirs)")  # fmt: skip
     work.add_argument("--verification-key-file", help="verify task signatures with this ed25519 public key file")
     work.add_argument("--signatures-optional", action="store_true", help="with a key, accept unsigned tasks too")
     watch = parser.add_argument_group("monitoring")
@@ -79,7 +81,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     """Run the ``worker`` command; returns the exit status."""
     # A stop signal that arrives while the router is imported or NATS dialled stops the worker cleanly too.
     early: list[int] = []
-    for signum in STOP_SIGNALS:
+    supervised = os.environ.get(SUPERVISOR_PID_ENV) is not None
+    for signum in (*STOP_SIGNALS, GRACEFUL_SIGNAL, HURRY_SIGNAL) if supervised else STOP_SIGNALS:
         signal.signal(signum, lambda received, _frame: early.append(received))
     child = os.environ.get(CHILD_INDEX_ENV)
     index = int(child) if child is not None and child.isdigit() else None
@@ -117,6 +120,7 @@ def connect_options(args: argparse.Namespace, index: int) -> dict[str, Any]:
         "retry_policy": args.retry_policy,
         "discard": args.discard,
         "shutdown_grace": args.shutdown_grace,
+        "replicas": args.replicas,
         "context": args.context,
         "user": args.user,
         "password": args.password,
@@ -136,16 +140,21 @@ def connect_options(args: argparse.Namespace, index: int) -> dict[str, Any]:
 
 
 async def _work(router: str, options: dict[str, Any], until_idle: bool, early: list[int]) -> int:
-    stop = asyncio.Event()
+    stop, hurry = asyncio.Event(), asyncio.Event()
     if early:
         log.warning("received %s while starting: stopping", signal.Signals(early[0]).name)
         stop.set()
     watcher = None
     parent = os.environ.get(SUPERVISOR_PID_ENV)
     if parent is not None and parent.isdigit():
+        # The supervisor asks with signals of its own, so a stop signal that reaches this process directly as well
+        # (systemd signals the whole control group) is not mistaken for a second one.
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(GRACEFUL_SIGNAL, stop.set)
+        loop.add_signal_handler(HURRY_SIGNAL, hurry.set)
         watcher = asyncio.create_task(_watch_parent(int(parent), stop))
     try:
-        return await run_worker_async(router, until_idle=until_idle, stop=stop, **options)
+        return await run_worker_async(router, until_idle=until_idle, stop=stop, hurry=hurry, **options)
     finally:
         if watcher is not None:
             watcher.cancel()

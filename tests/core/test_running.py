@@ -270,3 +270,18 @@ async def test_a_redelivery_at_the_max_run_time_is_explained(
     assert "ran for the queue's max run time of 1s" in caplog.text
     assert "use asyncio.to_thread for blocking code" in caplog.text
     assert (await client.get_task(task.id)).state == asyncjobs.TaskState.COMPLETED
+
+
+async def test_fewer_replicas_than_asked_for_are_named(
+    make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    await make_client(queue="REPL")  # creates everything with 1 replica
+    caplog.clear()
+    with pytest.raises(asyncjobs.JetStreamError):
+        # A single server cannot hold 3 replicas: creating the missing queue fails, after the warnings for the rest.
+        await make_client(queue="REPLNEW", replicas=3, retry_window=0)
+    assert "stream CHORIA_AJ_TASKS already exists with 1 replica(s), so replicas=3 is ignored" in caplog.text
+    assert "nats stream edit CHORIA_AJ_TASKS --replicas 3" in caplog.text
+    caplog.clear()
+    await make_client(queue="REPL", replicas=1)
+    assert "replica" not in caplog.text

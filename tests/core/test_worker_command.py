@@ -112,11 +112,12 @@ async def start(commands: list[Command], *args: str) -> Command:
 
 
 async def test_sigterm_mid_task_hands_the_task_back_and_the_next_worker_runs_it_at_once(
-    nats_url: str, make_client: ClientFactory, commands: list[Command]
+    nats_url: str, make_client: ClientFactory, commands: list[Command], tmp_path: Path
 ) -> None:
     client = await make_client(queue="CMDSTOP")
     assert client.queue.max_run_time_ns == 300 * 10**9  # what a lost task would wait without the hand-back
-    task = await client.enqueue(asyncjobs.Task("cmd:slow", {"first": 120, "later": 0}))
+    marker = str(tmp_path / "runs")
+    task = await client.enqueue(asyncjobs.Task("cmd:slow", {"first": 120, "later": 0, "marker": marker}))
     first = await start(commands, *worker_args(nats_url, "CMDSTOP", "--shutdown-grace", "1"))
     await wait_state(client, task.id, asyncjobs.TaskState.ACTIVE, timeout=COMMAND_TIMEOUT_S)
 
@@ -132,8 +133,8 @@ async def test_sigterm_mid_task_hands_the_task_back_and_the_next_worker_runs_it_
     assert await second.wait() == 0, second.output
     done = await client.get_task(task.id)
     assert done.state == asyncjobs.TaskState.COMPLETED
-    assert done.tries == 2
-    assert done.result is not None and done.result.payload == "done on try 2"
+    assert done.tries == 1  # the run cut short by the stop is not the task's failure: it keeps its tries
+    assert done.result is not None and done.result.payload == "done on run 2"
     # Run again right away, not after the queue's 300 s max run time.
     assert time.monotonic() - stopped_at < 60
 
@@ -323,3 +324,37 @@ async def test_the_command_serves_health_and_metrics(
     assert status == 200 and "choria_asyncjobs_" in body
     command.signal(signal.SIGTERM)
     assert await command.wait() == 0
+
+
+async def test_a_stop_signal_to_the_whole_group_still_gives_the_grace(
+    nats_url: str, make_client: ClientFactory, commands: list[Command]
+) -> None:
+    # systemd's default KillMode=control-group sends SIGTERM to the supervisor and to every worker at once.
+    client = await make_client(queue="CMDGROUP")
+    task = await client.enqueue(asyncjobs.Task("cmd:slow", {"first": 2}))
+    command = await start(commands, *worker_args(nats_url, "CMDGROUP", "--processes", "2", "--shutdown-grace", "20"))
+    pids = [int((await command.wait_line(rf"worker {n} started \(pid (\d+)\)")).group(1)) for n in (0, 1)]
+    await wait_state(client, task.id, asyncjobs.TaskState.ACTIVE, timeout=COMMAND_TIMEOUT_S)
+    command.signal(signal.SIGTERM)
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    assert await command.wait() == 0, command.output
+    assert "stopping now" not in command.output
+    done = await client.get_task(task.id)
+    assert done.state == asyncjobs.TaskState.COMPLETED and done.tries == 1
+
+
+async def test_a_second_signal_to_the_supervisor_hurries_its_workers(
+    nats_url: str, make_client: ClientFactory, commands: list[Command]
+) -> None:
+    client = await make_client(queue="CMDSUPHURRY")
+    task = await client.enqueue(asyncjobs.Task("cmd:slow", {"first": 120}))
+    command = await start(
+        commands, *worker_args(nats_url, "CMDSUPHURRY", "--processes", "2", "--shutdown-grace", "120")
+    )
+    await wait_state(client, task.id, asyncjobs.TaskState.ACTIVE, timeout=COMMAND_TIMEOUT_S)
+    command.signal(signal.SIGINT)
+    await command.wait_line("supervisor received SIGINT")
+    command.signal(signal.SIGINT)
+    assert await command.wait(timeout=15) == 128 + signal.SIGINT, command.output
+    assert (await client.get_task(task.id)).state == asyncjobs.TaskState.RETRY

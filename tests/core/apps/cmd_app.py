@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import asyncjobs
 
@@ -16,10 +17,21 @@ async def echo(task: asyncjobs.Task) -> object:
 
 @router.handler("cmd:slow")
 async def slow(task: asyncjobs.Task) -> str:
-    """Sleeps ``first`` seconds on its first try and ``later`` seconds on the others."""
+    """Sleeps ``first`` seconds on its first run and ``later`` seconds on the others.
+
+    A run handed back at a shutdown does not count as a try, so with a ``marker`` file in the payload the runs are
+    counted there; without one, ``task.tries`` counts them.
+    """
     payload = task.payload_json()
-    await asyncio.sleep(float(payload["first"] if task.tries == 1 else payload.get("later", 0)))
-    return f"done on try {task.tries}"
+    runs = _count_run(Path(payload["marker"])) if "marker" in payload else task.tries
+    await asyncio.sleep(float(payload["first"] if runs == 1 else payload.get("later", 0)))
+    return f"done on run {runs}"
+
+
+def _count_run(marker: Path) -> int:
+    runs = (int(marker.read_text()) if marker.exists() else 0) + 1
+    marker.write_text(str(runs))
+    return runs
 
 
 def make_router() -> asyncjobs.Router:
