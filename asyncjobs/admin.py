@@ -1,4 +1,4 @@
-"""Administration of queues and the task store (upstream ``StorageAdmin``, §3.14)."""
+"""Administration of queues and the task store (Go's ``StorageAdmin``; docs/protocol.md, Administration)."""
 
 from __future__ import annotations
 

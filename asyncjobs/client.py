@@ -207,9 +207,9 @@ class Client:
     async def retry_task(self, task_id: str, *, force: bool = False) -> Task:
         """Run a task again: its result is cleared and it is re-enqueued on the client's queue.
 
-        Any queued item for it is replaced. Unlike upstream, ``tries`` restarts at 0 so a task that expired by
+        Any queued item for it is replaced. Unlike Go, ``tries`` restarts at 0 so a task that expired by
         running out of tries can run again, and a task with dependencies goes back to ``blocked`` so its
-        parents are checked again (upstream sets ``retry`` and skips the check). A task whose handler is running
+        parents are checked again (Go sets ``retry`` and skips the check). A task whose handler is running
         (state ``active``) is refused unless ``force`` is given: retrying it would start a second run beside the
         first, whose result is then dropped.
 
@@ -398,7 +398,8 @@ def _verifier(options: ClientOptions, signer: TaskSigner | None) -> TaskVerifier
     if options.verification_key_file is not None:
         return TaskVerifier.from_public_key_file(options.verification_key_file, optional=optional)
     if signer is not None:
-        # Upstream documents that a signing seed (or seed file) also verifies but never does (§1.2); we do, with
-        # every key the signer has used, so a rotated seed file does not reject the client's own tasks.
+        # Go documents that a signing seed (or seed file) also verifies but never does (docs/decisions.md, Quirks of
+        # the Go implementation, item 10); we do, with every key the signer has used, so a rotated seed file does
+        # not reject the client's own tasks.
         return TaskVerifier.for_signer(signer, optional=optional)
     return None

@@ -53,7 +53,7 @@ async def connect(
         servers: server URL(s) (``"nats://host:4222"``, a comma-separated string or a list), or an existing
             connected nats-py client (which the client will not close), or ``None`` to use ``context`` or
             ``nats://127.0.0.1:4222``.
-        queue: a queue name (created with defaults if missing; ``"DEFAULT"`` gets upstream's 1-minute run time)
+        queue: a queue name (created with defaults if missing; ``"DEFAULT"`` gets Go's 1-minute run time)
             or a :class:`Queue`.
         concurrency: handlers running at once in this process.
         retry_policy: a policy or one of the names ``default``, ``10m``, ``1h``, ``1m``.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Final
 
-# Streams and subjects (upstream §2.1).
+# Streams and subjects (docs/protocol.md, Names).
 TASKS_STREAM: Final = "CHORIA_AJ_TASKS"
 TASKS_SUBJECTS: Final = "CHORIA_AJ.T.*"
 TASK_SUBJECT_PREFIX: Final = "CHORIA_AJ.T."
@@ -36,10 +36,11 @@ CONFIG_BUCKET_DESCRIPTION: Final = "Choria Async Jobs Configuration"
 ELECTIONS_BUCKET_DESCRIPTION: Final = "Choria Async Jobs Leader Elections"
 EVENTS_STREAM_DESCRIPTION: Final = "Choria Async Jobs Lifecycle Events"
 
-# JetStream API (no domain or prefix support upstream, §4.2 item 14; we allow a prefix).
+# JetStream API (Go has no domain or prefix support, docs/decisions.md item 14; we allow a prefix: docs/protocol.md,
+# JetStream domains and API prefix).
 JS_API_PREFIX: Final = "$JS.API"
 
-# Headers (upstream §2.3).
+# Headers (docs/protocol.md, Headers).
 HDR_EXPECTED_LAST_SUBJECT_SEQ: Final = "Nats-Expected-Last-Subject-Sequence"
 HDR_MSG_ID: Final = "Nats-Msg-Id"
 HDR_STATUS: Final = "Status"
@@ -51,22 +52,22 @@ HDR_AJ_ERROR: Final = "AJ-Error"
 HDR_AJ_TERMINATE: Final = "AJ-Terminate"
 TASK_CONTENT_TYPE: Final = "application/x-asyncjobs-task+json"
 
-# Ack bodies (upstream §2.12).
+# Ack bodies (docs/protocol.md, Acknowledgements).
 ACK: Final = b"+ACK"
 TERM: Final = b"+TERM"
 WPI: Final = b"+WPI"
 NAK_PREFIX: Final = b'-NAK {"delay": '
 
-# Event types (upstream §2.9).
+# Event types (docs/protocol.md, Lifecycle events).
 EVENT_TASK_STATE: Final = "io.choria.asyncjobs.v1.task_state"
 EVENT_LEADER_ELECTED: Final = "io.choria.asyncjobs.v1.leader_elected"
 # The server's advisory when a consumer stops redelivering a message: $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<s>.<c>
 MAX_DELIVERIES_ADVISORY: Final = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 
-# Work queue item kinds (upstream §2.7).
+# Work queue item kinds (docs/protocol.md, Work items).
 ITEM_KIND_TASK: Final = 0
 
-# JetStream error codes we act on (upstream §2.12).
+# JetStream error codes we act on (docs/protocol.md, JetStream error codes).
 JS_ERR_STREAM_NOT_FOUND: Final = 10059
 JS_ERR_CONSUMER_NOT_FOUND: Final = 10014
 JS_ERR_NO_MESSAGE_FOUND: Final = 10037
@@ -89,7 +90,7 @@ JS_ERR_DUPLICATE_MSG_ID_IN_PROCESS: Final = 10158
 JS_ERR_EXPECTED_LAST_SEQ_NOT_READY: Final = 10163
 JS_ERR_TOO_MANY_REQUESTS: Final = 10167
 
-# Defaults (upstream §1.2 to §1.4).
+# Defaults (docs/protocol.md, Defaults).
 DEFAULT_QUEUE: Final = "DEFAULT"
 DEFAULT_MAX_TRIES: Final = 10
 DEFAULT_CONCURRENCY: Final = 10

@@ -1,4 +1,4 @@
-"""Lifecycle events (upstream §1.11, §2.9): live from core NATS, or replayed from the events stream."""
+"""Lifecycle events (docs/protocol.md, Lifecycle events): live from core NATS, or replayed from the events stream."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics under the exact names the Go implementation exports (upstream §1.15).
+"""Prometheus metrics under the exact names the Go implementation exports (docs/protocol.md, Metric names).
 
 Dashboards and alerts written for Go workers query names such as ``choria_asyncjobs_queue_enqueue_count``.
 ``prometheus_client``'s own ``Counter`` would expose that as ``..._enqueue_count_total`` plus a ``..._created``

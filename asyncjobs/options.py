@@ -1,4 +1,5 @@
-"""Client options (upstream §1.2), validated when they are built."""
+"""Client options, validated when they are built (reference: docs/configuration.md; Go's defaults: docs/protocol.md,
+Defaults)."""
 
 from __future__ import annotations
 
@@ -215,7 +216,7 @@ def check_seconds(value: object, name: str, *, allow_zero: bool) -> float:
 
 
 def resolve_queue(queue: str | Queue | None) -> Queue:
-    """A queue name becomes a :class:`Queue` with defaults (the ``DEFAULT`` queue gets upstream's own).
+    """A queue name becomes a :class:`Queue` with defaults (the ``DEFAULT`` queue gets Go's own).
 
     Raises:
         ConfigurationError: the value is neither a name nor a Queue.

@@ -1,4 +1,6 @@
-"""Provisioning: the streams, buckets and queues a client creates or binds when it connects (upstream §3.0, §2.2).
+"""Provisioning: the streams, buckets and queues a client creates or binds when it connects.
+
+See docs/protocol.md, sections Connecting and provisioning, and Streams and buckets.
 
 Each configuration is the one the Go implementation creates, so Go and Python clients can create them in any order.
 An existing stream is used as it is: the server's settings win, as upstream.
@@ -32,7 +34,7 @@ log = logging.getLogger("asyncjobs")
 
 
 def tasks_stream_config(*, replicas: int, memory: bool, retention_ns: int) -> dict[str, Any]:
-    """The ``CHORIA_AJ_TASKS`` configuration (upstream §2.2)."""
+    """The ``CHORIA_AJ_TASKS`` configuration (docs/protocol.md, Task store stream)."""
     return {
         "name": TASKS_STREAM,
         "description": TASKS_STREAM_DESCRIPTION,
@@ -52,7 +54,7 @@ def tasks_stream_config(*, replicas: int, memory: bool, retention_ns: int) -> di
 
 
 def bucket_stream_config(bucket: str, description: str, *, ttl_ns: int, replicas: int, memory: bool) -> dict[str, Any]:
-    """A KV bucket's stream configuration as nats.go creates it (upstream §2.2)."""
+    """A KV bucket's stream configuration as nats.go creates it (docs/protocol.md, Key-value buckets)."""
     return {
         "name": f"KV_{bucket}",
         "description": description,

@@ -41,7 +41,7 @@ class Queue:
     """Seconds a handler may run before it is cancelled and the item is redelivered (consumer ``ack_wait``).
 
     It is also how long the items of a worker that died wait before another worker gets them, so it is 5 minutes
-    by default (upstream: an hour); a longer handler extends its deadline with ``task.mark_in_progress()``."""
+    by default (Go: an hour); a longer handler extends its deadline with ``task.mark_in_progress()``."""
     max_tries: int = -1
     """Deliveries of one item before JetStream gives up (consumer ``max_deliver``); -1 is unlimited."""
     max_concurrent: int = DEFAULT_QUEUE_MAX_CONCURRENT
@@ -104,7 +104,7 @@ class Queue:
         return to_ns(self.max_age, name="max_age")
 
     def stream_config(self, *, replicas: int, memory: bool) -> dict[str, Any]:
-        """The stream configuration the Go implementation creates for this queue (upstream §2.2)."""
+        """The stream configuration Go creates for this queue (docs/protocol.md, Work queue streams)."""
         return {
             "name": self.stream,
             "description": QUEUE_STREAM_DESCRIPTION,
@@ -122,7 +122,7 @@ class Queue:
         }
 
     def consumer_config(self) -> dict[str, Any]:
-        """The ``WORKERS`` consumer configuration (upstream §2.2)."""
+        """The ``WORKERS`` consumer configuration (docs/protocol.md, The WORKERS consumer)."""
         return {
             "ack_policy": "explicit",
             "ack_wait": self.max_run_time_ns,

@@ -1,4 +1,7 @@
-"""Handlers that run elsewhere: NATS request-reply services (upstream §2.10) and external commands (§1.6)."""
+"""Handlers that run elsewhere: NATS request-reply services and external commands.
+
+See docs/protocol.md, sections Remote handlers and External commands.
+"""
 
 from __future__ import annotations
 
@@ -65,8 +68,8 @@ class RequestReplyHandler:
     """Delegates a task to a service answering on ``CHORIA_AJ.H.T.<type>``.
 
     The request carries the task JSON and the handler's deadline less two seconds; a plain reply is the result
-    (stored as base64, as upstream), ``AJ-Error`` retries the task and ``AJ-Terminate`` terminates it.
-    Unlike upstream's current release the handler deadline is always set (the queue's max run time), so remote
+    (stored as base64, as Go does), ``AJ-Error`` retries the task and ``AJ-Terminate`` terminates it.
+    Unlike the current Go release, the handler deadline is always set (the queue's max run time), so remote
     handlers work without a deadline on the worker's context.
     """
 
@@ -184,9 +187,9 @@ async def _respond(nc: NATS, msg: Msg, handler: Callable[[Task], Awaitable[Any]]
 
 
 class ExternalCommand:
-    """Runs a command for each task (upstream ``ExternalProcess``).
+    """Runs a command for each task (Go's ``ExternalProcess``).
 
-    The task JSON is written to a temporary file whose path is in ``CHORIA_AJ_TASK`` (as upstream) and is also
+    The task JSON is written to a temporary file whose path is in ``CHORIA_AJ_TASK`` (as Go does) and is also
     given on standard input. The environment holds ``CHORIA_AJ_TASK``, ``PATH`` and ``env``. Combined standard
     output and error become the result (a JSON string); a non-zero exit fails the task with
     ``execution failed: exit status N`` and it is retried. The process is killed if the handler is cancelled.

@@ -1,7 +1,7 @@
 """Retry policies: how long a failed task waits before JetStream delivers it again.
 
-The linear policies reproduce the Go implementation's named policies to the nanosecond (upstream §1.5), so a
-Python worker and a Go worker configured with the same name back off the same way. Any object with a
+The linear policies reproduce the Go implementation's named policies to the nanosecond (docs/protocol.md, Retry
+policies), so a Python worker and a Go worker configured with the same name back off the same way. Any object with a
 ``delay(tries)`` method is a policy, so users can bring their own (:class:`ExponentialPolicy` is one).
 """
 

@@ -1,4 +1,4 @@
-"""Routing tasks to handlers by type, with middleware (upstream §1.6)."""
+"""Routing tasks to handlers by type, with middleware (docs/protocol.md, Routing by task type)."""
 
 from __future__ import annotations
 
@@ -154,7 +154,7 @@ class Router:
             route.wrapped = self._wrap(route.handler, route.middleware)
 
     def remote(self, task_type: str, *, middleware: Iterable[Middleware] = ()) -> None:
-        """Route ``task_type`` to a remote handler served over NATS request-reply (upstream §2.10)."""
+        """Route ``task_type`` to a remote NATS request-reply handler (docs/protocol.md, Remote handlers)."""
         from asyncjobs.remote import RequestReplyHandler
 
         self.add(task_type, RequestReplyHandler(task_type), middleware=middleware)

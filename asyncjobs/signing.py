@@ -1,4 +1,4 @@
-"""Ed25519 task signatures, byte-compatible with the Go implementation (upstream §1.10, §2.13).
+"""Ed25519 task signatures, byte-compatible with the Go implementation (docs/protocol.md, Task signatures).
 
 A producer signs a text envelope of the task's immutable fields; every consumer holding the public key checks
 it whenever it loads the task. Keys and signatures are hex-encoded like Go's. :func:`generate_key_pair` and

@@ -1,4 +1,7 @@
-"""Task storage in JetStream: streams, buckets and queues, and every task read and write (upstream §3.0, §3.1, §3.9)."""
+"""Task storage in JetStream: streams, buckets and queues, and every task read and write.
+
+See docs/protocol.md, sections Connecting and provisioning, Enqueue, and Discarding final states.
+"""
 
 from __future__ import annotations
 
@@ -152,7 +155,8 @@ class Storage:
         return False
 
     async def save_or_discard(self, task: Task) -> None:
-        """Save a task, or delete it when its state is one the client discards (upstream §3.9)."""
+        """Save a task, or delete it when its state is one the client discards (docs/protocol.md, Discarding final
+        states)."""
         if task.state not in self.discard:
             await self.save_task(task)
             return
@@ -181,7 +185,7 @@ class Storage:
     # ---- enqueue --------------------------------------------------------------------------------------------
 
     async def enqueue(self, task: Task, queue: Queue, *, dedupe: bool = True) -> None:
-        """Store a task and publish its work item (upstream §3.1), idempotently.
+        """Store a task and publish its work item (docs/protocol.md, Enqueue), idempotently.
 
         Enqueueing the same task again (same id and content, e.g. after a timeout or a cancelled call) does not
         fail: while it is still waiting its item is published again under the same ``Nats-Msg-Id`` (the server

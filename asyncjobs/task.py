@@ -77,7 +77,7 @@ FAILED_STATES: Final = frozenset(
   completes by itself.
 
 ``retry`` is not in the set: such a task is still being tried. A dependent task whose parent is in one of these
-states becomes ``unreachable`` (upstream §3.7).
+states becomes ``unreachable`` (docs/protocol.md, Dependencies).
 """
 
 ENQUEUEABLE_STATES: Final = frozenset({TaskState.NEW, TaskState.RETRY, TaskState.BLOCKED})
@@ -310,7 +310,7 @@ class Task:
         return None if self.tried_at is None else self.tried_at.to_datetime()
 
     def signature_envelope(self) -> bytes:
-        """The bytes an ed25519 signature of this task covers (upstream's envelope, §2.13)."""
+        """The bytes an ed25519 signature of this task covers (the envelope of docs/protocol.md, Task signatures)."""
         return signature_envelope(
             task_id=self.id,
             queue=self.queue,

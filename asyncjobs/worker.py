@@ -1,10 +1,13 @@
-"""The worker: takes items off a queue and runs their tasks' handlers (upstream §1.7 to §1.9 and §3.2 to §3.7).
+"""The worker: takes items off a queue and runs their tasks' handlers.
 
-Each delivered item goes through the same gates as upstream (load, state, deadline, tries, dependencies), is set
+The protocol is in docs/protocol.md, sections Pulling work items, Processing an item, Failure, retry and termination,
+and Dependencies.
+
+Each delivered item goes through the same gates as the Go worker (load, state, deadline, tries, dependencies), is set
 ``active``, runs under the queue's max run time, and ends in :meth:`Settler.settle`, the one place that decides
 how a delivery ends: ``+ACK`` on success, ``+TERM`` when the task reached a final state, or ``-NAK {"delay": <ns>}``
 to hand it back. No hand-back can strand a task: on the queue's last permitted delivery a hand-back becomes a final
-state, or a fresh item when the task was not at fault. Differences from upstream are listed in
+state, or a fresh item when the task was not at fault. Differences from Go are listed in
 ``docs/decisions.md``; each one stays readable by Go clients.
 """
 
