@@ -1,4 +1,6 @@
-"""The hand-made cycle: the per-task JetStream operations of asyncjobs (upstream §3.1 to §3.3), written directly.
+"""The hand-made cycle: the per-task JetStream operations of asyncjobs, written directly.
+
+The operations are those of docs/protocol.md, sections Enqueue to Processing an item.
 
 Same streams and consumer as the library (created by ``asyncjobs.connect``), same concurrency, plain nats-py and
 orjson dicts. It is what the library's processing rate is judged against: the cost of the protocol itself in
@@ -94,8 +96,8 @@ async def _save(nc: NATS, task: dict[str, Any], seq: int) -> int:
 
 
 async def enqueue_many(nc: NATS, count: int) -> list[str]:
-    """Enqueue ``count`` tasks as §3.1 does (save, event, item), pipelined like ``enqueue_many``: saves of a chunk,
-    then its items; return the task ids."""
+    """Enqueue ``count`` tasks as docs/protocol.md, Enqueue says (save, event, item), pipelined like ``enqueue_many``:
+    saves of a chunk, then its items; return the task ids."""
     ids: list[str] = []
     for start in range(0, count, PIPELINE_WINDOW):
         chunk: list[dict[str, Any]] = []

@@ -1,4 +1,4 @@
-"""Task dependencies as upstream §3.7 resolves them (blocked, released, unreachable)."""
+"""Task dependencies as docs/protocol.md, Dependencies resolves them (blocked, released, unreachable)."""
 
 from __future__ import annotations
 

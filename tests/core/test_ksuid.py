@@ -18,7 +18,7 @@ _KSUID_RE = re.compile(r"[0-9A-Za-z]{27}")
     [
         # Upstream docs: a lifecycle event id and its timestamp.
         ("24mHmiRY9eQCVU4xuHwsztJ2MJH", datetime(2022, 2, 7, 10, 16, 42, tzinfo=UTC)),
-        # Upstream §2.5 fixture task id.
+        # Upstream docs/protocol.md, Task JSON fixture task id.
         ("3GqtCeloEv8f4pnECKClET4Svy0", datetime(2026, 7, 22, 9, 0, 0, tzinfo=UTC)),
         # The smallest and largest KSUIDs segmentio/ksuid accepts.
         ("000000000000000000000000000", datetime(2014, 5, 13, 16, 53, 20, tzinfo=UTC)),

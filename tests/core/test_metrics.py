@@ -1,4 +1,4 @@
-"""Prometheus metrics: the exposition uses upstream's exact sample names (§1.15)."""
+"""Prometheus metrics: the exposition uses upstream's exact sample names (docs/protocol.md, Metric names)."""
 
 from __future__ import annotations
 

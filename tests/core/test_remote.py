@@ -1,4 +1,4 @@
-"""Remote handlers: NATS request-reply services (upstream §2.10) and external commands."""
+"""Remote handlers: NATS request-reply services (docs/protocol.md, Remote handlers) and external commands."""
 
 from __future__ import annotations
 

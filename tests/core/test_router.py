@@ -1,4 +1,4 @@
-"""Routing and middleware (upstream §1.6), table-driven, no server needed."""
+"""Routing and middleware (docs/protocol.md, Routing by task type), table-driven, no server needed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Ed25519 task signatures against the upstream §2.13 fixture."""
+"""Ed25519 task signatures against the docs/protocol.md, Task signatures fixture."""
 
 from __future__ import annotations
 

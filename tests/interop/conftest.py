@@ -115,7 +115,7 @@ async def go_publish(nc: NatsClient, subject: str, body: bytes, headers: dict[st
 
 
 async def go_enqueue(nc: NatsClient, task_id: str, task_body: bytes, queue: str = "EMAIL") -> None:
-    """Enqueue a task the way a Go client does (upstream §3.1)."""
+    """Enqueue a task the way a Go client does (docs/protocol.md, Enqueue)."""
     await go_publish(nc, f"CHORIA_AJ.T.{task_id}", task_body, {"Nats-Expected-Last-Subject-Sequence": "0"})
     item = golden("item.json").replace(GOLDEN_ID.encode(), task_id.encode())
     await go_publish(nc, f"CHORIA_AJ.Q.{queue}.{task_id}", item, {"Nats-Msg-Id": task_id})

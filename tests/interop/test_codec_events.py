@@ -1,4 +1,7 @@
-"""Lifecycle events, the signature fixture and the fixture files themselves, against upstream.md §2.9 and §2.13."""
+"""Lifecycle events, the signature fixture and the fixture files themselves.
+
+Checked against docs/protocol.md, sections Lifecycle events and Task signatures.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Tasks and work items against golden bytes (upstream.md §2): Go's bytes decode to Go's values and re-encode exactly.
+"""Tasks and work items against golden bytes: Go's bytes decode to Go's values and re-encode exactly.
+
+The formats are in docs/protocol.md, sections Task JSON, Work items and Lifecycle events.
 
 Every golden file in ``fixtures/`` is what Go's ``encoding/json`` writes (see ``fixtures/README.md``). Decoding one
 must give the exact field values (times to the nanosecond); encoding the decoded task must give the same bytes

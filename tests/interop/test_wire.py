@@ -1,7 +1,7 @@
 """Go interop on a real nats-server: Go-written bytes are processed, and our bytes on the wire are Go's.
 
-The Go side writes the golden bytes of ``fixtures/`` (upstream.md §2, §3) with raw requests; ours is observed on the
-wire (see ``conftest.py``).
+The Go side writes the golden bytes of ``fixtures/`` (docs/protocol.md, sections Task JSON, Work items, Lifecycle
+events and Operation sequences) with raw requests; ours is observed on the wire (see ``conftest.py``).
 """
 
 from __future__ import annotations
