@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import asyncjobs
-from asyncjobs.cli import main
+from asyncjobs.cli import build_parser, main
 from asyncjobs.serving import Health, serve_metrics
 from asyncjobs.signing import TaskSigner, TaskVerifier
 from asyncjobs.testing import eventually
@@ -285,3 +286,12 @@ async def test_fewer_replicas_than_asked_for_are_named(
     caplog.clear()
     await make_client(queue="REPL", replicas=1)
     assert "replica" not in caplog.text
+
+
+def test_the_readme_worker_command_parses() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    lines = [line for line in readme.splitlines() if line.startswith("python -m asyncjobs worker ")]
+    assert lines, "the README shows no worker command"
+    for line in lines:
+        args = build_parser().parse_args(shlex.split(line)[3:])
+        assert args.router == "myapp.tasks:router" and args.queue == "EMAIL"
