@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from asyncjobs.constants import HDR_EXPECTED_LAST_SUBJECT_SEQ
+from asyncjobs.constants import HDR_EXPECTED_LAST_SUBJECT_SEQ, JS_API_PREFIX
 from asyncjobs.errors import TaskNotFound
 from asyncjobs.jsapi import JetStream
 
@@ -41,6 +41,9 @@ class KeyValue:
         self.bucket = bucket
         self.stream = f"KV_{bucket}"
         self.prefix = f"$KV.{bucket}."
+        # Through a JetStream domain or API prefix, writes go to `<prefix>.$KV.<bucket>.<key>` (as nats.go does): the
+        # server carries that subject to the domain's JetStream, not a bare `$KV.` one.
+        self.write_prefix = self.prefix if js.prefix == JS_API_PREFIX else f"{js.prefix}.{self.prefix}"
 
     async def get(self, key: str) -> Entry | None:
         """The key's value, or ``None`` when it has none (never set, deleted or purged).
@@ -62,7 +65,9 @@ class KeyValue:
         Raises:
             JetStreamError: the bucket does not exist or refused the write.
         """
-        ack = await self.js.publish(self.prefix + key, value, f"writing {key!r} to {self.bucket}", stream=self.stream)
+        ack = await self.js.publish(
+            self.write_prefix + key, value, f"writing {key!r} to {self.bucket}", stream=self.stream
+        )
         return ack.seq
 
     async def update(self, key: str, value: bytes, *, revision: int) -> int:
@@ -76,7 +81,7 @@ class KeyValue:
             JetStreamError: the bucket does not exist or refused the write.
         """
         ack = await self.js.publish(
-            self.prefix + key,
+            self.write_prefix + key,
             value,
             f"updating {key!r} in {self.bucket}",
             headers={HDR_EXPECTED_LAST_SUBJECT_SEQ: str(revision)},

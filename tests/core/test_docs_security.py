@@ -30,6 +30,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 import asyncjobs
 from asyncjobs import constants
+from asyncjobs.constants import CONFIG_BUCKET
+from asyncjobs.jsapi import JetStream
+from asyncjobs.kv import KeyValue
 from asyncjobs.natscontext import NatsContext
 from asyncjobs.server import NatsServer, find_nats_server
 from asyncjobs.testing import eventually
@@ -460,6 +463,10 @@ async def test_leaf_node_client_uses_the_hub_domain(tmp_path: Path, certs: Path,
                 task = await client.enqueue(asyncjobs.Task("email:new"))
                 await client.run(router, until_idle=True)
                 assert (await client.get_task(task.id)).state == asyncjobs.TaskState.COMPLETED
+                # Key-value writes cross the link too: the purge is recorded in the hub's configuration bucket.
+                await client.admin.purge_queue("EMAIL")
+                config = KeyValue(JetStream(client.nc, api_prefix=documented_prefix[1]), CONFIG_BUCKET)
+                assert await config.get("queue_purged.EMAIL") is not None
             # The queue lives in the hub's domain: the hub's own admin sees it.
             login = {"user": "aj-admin", "password": passwords["AJ_ADMIN_PASSWORD"]}
             async with await asyncjobs.connect(hub.url, no_storage_init=True, **login) as admin:
