@@ -71,9 +71,14 @@ class HandlerRunner:
                 result = handler(task)
                 value = (await result) if inspect.isawaitable(result) else self._not_awaitable(task, result)
         except asyncio.CancelledError as exc:
-            # Our own cancellation means the worker is stopping; otherwise the handler raised it itself (it awaited
-            # something another task cancelled), which is a failure like any other.
-            error = _Shutdown(SHUTDOWN_ERROR) if me is not None and me.cancelling() else exc
+            # The worker cancelling its slots means it is stopping; otherwise the handler raised it itself (it
+            # awaited something another task cancelled, or cancelled its own task), a failure like any other.
+            if me is not None and me.cancelling() and self.worker.stopping:
+                error = _Shutdown(SHUTDOWN_ERROR)
+            else:
+                if me is not None and me.cancelling():
+                    me.uncancel()  # the handler cancelled its own task: a failure, and the slot goes on
+                error = exc
         except TimeoutError as exc:
             error = exc
             if context.scope is not None and context.scope.expired():

@@ -266,6 +266,10 @@ async def open_connection(options: ConnectionOptions) -> tuple[NATS, str | None]
     deadline = (options.connect_timeout + INITIAL_RECONNECT_WAIT_S) * INITIAL_CONNECT_ATTEMPTS * len(servers) + 1
     try:
         await _connect(nc, kwargs, attempt, deadline)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(nc.close())  # cancelled mid-connect: leave no half-open connection behind
+        raise
     except Exception as exc:
         with contextlib.suppress(Exception):
             await nc.close()
@@ -278,12 +282,14 @@ async def open_connection(options: ConnectionOptions) -> tuple[NATS, str | None]
         where = ", ".join(_redacted(server) for server in servers)
         raise JetStreamError(f"cannot connect to NATS at {where}: {reason}") from exc
     secure_ws = nc.connected_url is not None and nc.connected_url.scheme == "wss"  # TLS below the websocket
-    if tls is not None and not secure_ws and not _server_info(nc).get("tls_required"):
+    asked = tls is not None or any(urlsplit(server).scheme == "tls" for server in servers)
+    if asked and not secure_ws and not _server_info(nc).get("tls_required"):
         with contextlib.suppress(Exception):
             await nc.close()
         where = ", ".join(_redacted(server) for server in servers)
         raise ConfigurationError(
-            f"TLS options were given, but the NATS server at {where} does not require TLS, so nats-py would talk to "
+            f"TLS was asked for (TLS options or a tls:// URL), but the NATS server at {where} does not require TLS, so "
+            "nats-py would talk to "
             "it in plain text: enable TLS on the server (a tls block without allow_non_tls, see docs/security.md), "
             "or drop the TLS options"
         )

@@ -220,6 +220,9 @@ class ExternalCommand:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 env=env,
+                # Its own session: a Ctrl-C in the worker's terminal is the worker's to handle (it lets the command
+                # finish within the shutdown grace); the command is killed only if the handler is cancelled.
+                start_new_session=True,
             )
             try:
                 output, _ = await proc.communicate(data)

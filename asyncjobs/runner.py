@@ -137,7 +137,7 @@ class _Stopping:
         """Hurry once ``hurry`` is set (as a second SIGTERM would)."""
         await hurry.wait()
         if self.hurried_by is None:
-            log.warning("asked to stop now: running handlers are cancelled and their tasks handed back")
+            log.info("asked to stop now: running handlers are cancelled and their tasks handed back")
             self.hurry(signal.SIGTERM)
 
 
@@ -160,8 +160,8 @@ async def run_worker_async(
             option, else ``nats://127.0.0.1:4222``.
         queue: the queue to process (a name or a :class:`Queue`).
         until_idle: return once nothing is waiting, in flight or due for a retry.
-        handle_signals: stop on SIGTERM and SIGINT (a second signal stops at once); the handlers are removed on
-            return.
+        handle_signals: stop on SIGTERM and SIGINT (a second signal stops at once, a third exits the process);
+            the process's handlers are put back on return, and a signal the program already handles is left to it.
         stop: an event that stops the worker gracefully when set, e.g. from another task.
         hurry: an event that, when set, stops the worker at once as a second signal does (running handlers are
             cancelled and their tasks handed back); the call then returns ``128 + SIGTERM``.
@@ -181,23 +181,40 @@ async def run_worker_async(
         servers = os.environ.get("NATS_URL") or None
     stopping = _Stopping(stop if stop is not None else asyncio.Event())
     loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-    if handle_signals:
-        for signum in STOP_SIGNALS:
-            try:
-                loop.add_signal_handler(signum, stopping.on_signal, signum)
-            except (NotImplementedError, RuntimeError, ValueError) as exc:  # not the main thread, or no Unix signals
-                log.debug("cannot handle %s here: %s", signum.name, exc)
-            else:
-                installed.append(signum)
+    installed = _install_signal_handlers(loop, stopping) if handle_signals else {}
     following = None if hurry is None else asyncio.create_task(stopping.follow(hurry))
     try:
         return await _serve(stopping, resolved, servers, queue, until_idle, options)
     finally:
         if following is not None:
             following.cancel()
-        for signum in installed:
+        for signum, previous in installed.items():
             loop.remove_signal_handler(signum)
+            signal.signal(signum, previous)  # the process's own handler, as it was before
+
+
+_DEFAULT_HANDLERS: Final = (signal.SIG_DFL, signal.default_int_handler, None)
+
+
+def _install_signal_handlers(loop: asyncio.AbstractEventLoop, stopping: _Stopping) -> dict[signal.Signals, Any]:
+    """Handle the stop signals on ``loop``; returns the handlers replaced, to put back afterwards.
+
+    A signal that already has a handler of the program's own is left to it (the program then stops the worker with
+    the ``stop`` and ``hurry`` events).
+    """
+    installed: dict[signal.Signals, Any] = {}
+    for signum in STOP_SIGNALS:
+        try:
+            previous = signal.getsignal(signum)
+            if previous not in _DEFAULT_HANDLERS:
+                log.info("%s already has a handler of the program's own: leaving it to stop the worker", signum.name)
+                continue
+            loop.add_signal_handler(signum, stopping.on_signal, signum)
+        except (NotImplementedError, RuntimeError, ValueError) as exc:  # not the main thread, or no Unix signals
+            log.debug("cannot handle %s here: %s", signum.name, exc)
+        else:
+            installed[signum] = signal.SIG_DFL if previous is None else previous
+    return installed
 
 
 async def _serve(
@@ -233,8 +250,9 @@ async def _serve(
             try:
                 await work
             except asyncio.CancelledError:
-                if not stopping.stop.is_set():
-                    raise  # cancelled from outside, not by a stop
+                me = asyncio.current_task()
+                if not stopping.stop.is_set() or (me is not None and me.cancelling()):
+                    raise  # cancelled from outside (the worker still stopped cleanly), not by a stop
         log.info("worker stopped")
         return _status(stopping)
     finally:

@@ -112,6 +112,7 @@ class Health:
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+    timeout = 10  # an idle or slow client must not hold a thread forever
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/") or "/"

@@ -277,9 +277,10 @@ class Worker:
             await self._restore_item(task.id)
 
     def _why_again(self, running: InProcess) -> str:
-        ran_s = time.monotonic() - running.since
         limit_s = self.max_run_time_ns / NS_PER_SECOND
-        if ran_s < limit_s - 1:
+        handler = running.task._handler  # its deadline moves with task.mark_in_progress()
+        left_s = handler.deadline - time.time() if handler is not None else limit_s - (time.monotonic() - running.since)
+        if left_s > 1:
             return "was delivered again while this worker runs it (a second item: forced retry_task, repeated enqueue)"
         return (
             f"was delivered again: its handler ran for the queue's max run time of {limit_s:g}s (it is cancelled and "

@@ -60,22 +60,38 @@ class _Supervisor:
     def on_signal(self, signum: int) -> None:
         self.signals += 1
         self.last_signal = signum
+        name = signal.Signals(signum).name
         if self.signals == 1:
-            log.warning("supervisor received %s: stopping %d workers", signal.Signals(signum).name, len(self.slots))
+            log.warning("supervisor received %s: stopping %d workers", name, len(self.slots))
+        elif self.signals == 2:
+            log.warning("supervisor received %s again: stopping the workers at once", name)
+        else:
+            log.error("supervisor received %s a third time: killing the workers", name)
+            for slot in self.slots:
+                self.tell(slot, signal.SIGKILL)
+            os._exit(128 + signum)
         self.stopping.set()
-        # Signals of our own: a worker that also got this stop signal directly (systemd signals the whole control
-        # group) must not count ours as a second one.
-        forward = GRACEFUL_SIGNAL if self.signals == 1 else HURRY_SIGNAL
         for slot in self.slots:
-            if slot.process is not None and slot.process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    slot.process.send_signal(forward)
+            self.tell(slot, self.stop_signal())
+
+    def stop_signal(self) -> int:
+        # Signals of our own: a worker that also got the stop signal directly (systemd signals the whole control
+        # group) must not count ours as a second one.
+        return GRACEFUL_SIGNAL if self.signals <= 1 else HURRY_SIGNAL
+
+    @staticmethod
+    def tell(slot: _Slot, signum: int) -> None:
+        if slot.process is not None and slot.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                slot.process.send_signal(signum)
 
     async def start(self, slot: _Slot) -> None:
         env = {**os.environ, CHILD_INDEX_ENV: str(slot.index), SUPERVISOR_PID_ENV: str(os.getpid())}
         slot.process = await asyncio.create_subprocess_exec(*self.command, env=env, start_new_session=True)
         slot.started = time.monotonic()
         log.info("worker %d started (pid %d)", slot.index, slot.process.pid)
+        if self.stopping.is_set():
+            self.tell(slot, self.stop_signal())  # the stop came while it was being started
 
     async def keep(self, slot: _Slot) -> None:
         """Run one worker slot until it ends for good."""

@@ -6,16 +6,16 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 import traceback
 from typing import Any, Final
 
-from asyncjobs.cli.supervisor import CHILD_INDEX_ENV, GRACEFUL_SIGNAL, HURRY_SIGNAL, SUPERVISOR_PID_ENV, supervise
+from asyncjobs.cli.signals import StopSignals, run_loop
+from asyncjobs.cli.supervisor import CHILD_INDEX_ENV, SUPERVISOR_PID_ENV, supervise
 from asyncjobs.errors import AsyncJobsError, ConfigurationError
 from asyncjobs.queue import Queue
 from asyncjobs.retry import retry_policy_names
-from asyncjobs.runner import STOP_SIGNALS, check_router, run_worker_async
+from asyncjobs.runner import check_router, run_worker_async
 
 log = logging.getLogger("asyncjobs")
 
@@ -79,11 +79,9 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     """Run the ``worker`` command; returns the exit status."""
-    # A stop signal that arrives while the router is imported or NATS dialled stops the worker cleanly too.
-    early: list[int] = []
     supervised = os.environ.get(SUPERVISOR_PID_ENV) is not None
-    for signum in (*STOP_SIGNALS, GRACEFUL_SIGNAL, HURRY_SIGNAL) if supervised else STOP_SIGNALS:
-        signal.signal(signum, lambda received, _frame: early.append(received))
+    signals = StopSignals(grace=args.shutdown_grace, supervised=supervised)
+    signals.install()  # first of all: a signal while the router module is imported exits at once
     child = os.environ.get(CHILD_INDEX_ENV)
     index = int(child) if child is not None and child.isdigit() else None
     _configure_logging(args.log_level, index)
@@ -98,7 +96,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.processes > 1 and index is None:
         return supervise(args.processes, [sys.executable, "-m", "asyncjobs", *argv])
     try:
-        return asyncio.run(_work(args.router, options, args.until_idle, early))
+        return run_loop(_work(args.router, options, args.until_idle, signals), signals)
     except ConfigurationError as exc:
         return _usage_error(exc)
     except AsyncJobsError as exc:
@@ -139,22 +137,16 @@ def connect_options(args: argparse.Namespace, index: int) -> dict[str, Any]:
     return options
 
 
-async def _work(router: str, options: dict[str, Any], until_idle: bool, early: list[int]) -> int:
-    stop, hurry = asyncio.Event(), asyncio.Event()
-    if early:
-        log.warning("received %s while starting: stopping", signal.Signals(early[0]).name)
-        stop.set()
+async def _work(router: str, options: dict[str, Any], until_idle: bool, signals: StopSignals) -> int:
     watcher = None
     parent = os.environ.get(SUPERVISOR_PID_ENV)
     if parent is not None and parent.isdigit():
-        # The supervisor asks with signals of its own, so a stop signal that reaches this process directly as well
-        # (systemd signals the whole control group) is not mistaken for a second one.
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(GRACEFUL_SIGNAL, stop.set)
-        loop.add_signal_handler(HURRY_SIGNAL, hurry.set)
-        watcher = asyncio.create_task(_watch_parent(int(parent), stop))
+        watcher = asyncio.create_task(_watch_parent(int(parent), signals.stop))
     try:
-        return await run_worker_async(router, until_idle=until_idle, stop=stop, hurry=hurry, **options)
+        status = await run_worker_async(
+            router, until_idle=until_idle, handle_signals=False, stop=signals.stop, hurry=signals.hurry, **options
+        )
+        return status if signals.hurried_by is None else 128 + signals.hurried_by
     finally:
         if watcher is not None:
             watcher.cancel()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -210,3 +211,16 @@ async def test_serving_concurrency_is_checked(nc: NATS, concurrency: Any) -> Non
 
     with pytest.raises(asyncjobs.ConfigurationError, match="concurrency must be an integer of at least 1"):
         await asyncjobs.serve_remote_handler(nc, "served", handler, concurrency=concurrency)
+
+
+async def test_an_external_command_runs_in_its_own_session(make_client: ClientFactory, tmp_path: Path) -> None:
+    # So a Ctrl-C in the worker's terminal reaches the worker (which grants the shutdown grace), not the command.
+    client = await make_client(queue="EXTSESSION")
+    router = asyncjobs.Router()
+    router.external("ext:sid", _script(tmp_path, "ps -o sid= -p $$\n"))
+    task = await client.enqueue(asyncjobs.Task("ext:sid"))
+    async with running(client, router):
+        done = await wait_state(client, task.id, TaskState.COMPLETED)
+    assert done.result is not None
+    session = int(done.result.payload.strip())
+    assert session != os.getsid(0)

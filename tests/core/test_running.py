@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -295,3 +296,76 @@ def test_the_readme_worker_command_parses() -> None:
     for line in lines:
         args = build_parser().parse_args(shlex.split(line)[3:])
         assert args.router == "myapp.tasks:router" and args.queue == "EMAIL"
+
+
+async def test_a_handler_cancelling_its_own_task_is_a_failed_try_and_keeps_its_slot(
+    make_client: ClientFactory,
+) -> None:
+    client = await make_client(queue="SELFCANCEL", concurrency=1)
+    router = asyncjobs.Router()
+
+    @router.handler("self")
+    async def cancel_myself(task: asyncjobs.Task) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        me.cancel()
+        await asyncio.sleep(1)
+
+    @router.handler("fine")
+    async def fine(task: asyncjobs.Task) -> str:
+        return "ok"
+
+    bad = await client.enqueue(asyncjobs.Task("self", {}, max_tries=2))
+    good = await client.enqueue(asyncjobs.Task("fine", {}))
+    async with asyncio.timeout(20):
+        await client.run(router, until_idle=True)
+    ended = await client.get_task(bad.id)
+    assert ended.state == asyncjobs.TaskState.EXPIRED and ended.tries == 2  # counted: not a shutdown
+    assert "CancelledError" in ended.last_err
+    assert (await client.get_task(good.id)).state == asyncjobs.TaskState.COMPLETED  # the one slot survived
+
+
+async def test_run_worker_async_passes_a_cancellation_from_its_caller_on(
+    nats_url: str, make_client: ClientFactory
+) -> None:
+    await make_client(queue="RUNCANCEL")
+    router = asyncjobs.Router()
+
+    @router.handler("x")
+    async def nothing(task: asyncjobs.Task) -> None:
+        return None
+
+    stop = asyncio.Event()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(1.5):
+            await asyncjobs.run_worker_async(router, nats_url, queue="RUNCANCEL", handle_signals=False, stop=stop)
+
+
+async def test_run_worker_async_leaves_the_programs_signal_handlers_alone(
+    nats_url: str, make_client: ClientFactory
+) -> None:
+    await make_client(queue="RUNSIG")
+    router = asyncjobs.Router()
+
+    @router.handler("x")
+    async def nothing(task: asyncjobs.Task) -> None:
+        return None
+
+    def mine(signum: int, frame: object) -> None:
+        return None
+
+    saved = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGTERM, mine)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        assert await asyncjobs.run_worker_async(router, nats_url, queue="RUNSIG", until_idle=True) == 0
+        assert signal.getsignal(signal.SIGTERM) is mine  # never replaced
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # replaced, then put back
+    finally:
+        signal.signal(signal.SIGTERM, saved[0])
+        signal.signal(signal.SIGINT, saved[1])
+
+
+async def test_a_tls_url_against_a_server_without_tls_is_refused(nats_url: str) -> None:
+    with pytest.raises(asyncjobs.ConfigurationError, match="TLS was asked for"):
+        await asyncjobs.connect(nats_url.replace("nats://", "tls://"), connect_timeout=1)

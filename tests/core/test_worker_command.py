@@ -358,3 +358,27 @@ async def test_a_second_signal_to_the_supervisor_hurries_its_workers(
     command.signal(signal.SIGINT)
     assert await command.wait(timeout=15) == 128 + signal.SIGINT, command.output
     assert (await client.get_task(task.id)).state == asyncjobs.TaskState.RETRY
+
+
+async def test_a_handler_that_ignores_cancellation_does_not_keep_the_worker_alive(
+    nats_url: str, make_client: ClientFactory, commands: list[Command]
+) -> None:
+    client = await make_client(queue="CMDSTUBBORN")
+    task = await client.enqueue(asyncjobs.Task("cmd:stubborn", {}))
+    command = await start(commands, *worker_args(nats_url, "CMDSTUBBORN", "--shutdown-grace", "0.5"))
+    await wait_state(client, task.id, asyncjobs.TaskState.ACTIVE, timeout=COMMAND_TIMEOUT_S)
+    command.signal(signal.SIGTERM)
+    assert await command.wait(timeout=25) == 0, command.output
+    assert "still running after the worker stopped, ignoring cancellation" in command.output
+
+
+async def test_a_signal_while_the_router_is_imported_exits_at_once(commands: list[Command], tmp_path: Path) -> None:
+    marker = tmp_path / "importing"
+    command = await Command(
+        "worker", "slow_import_app:router", "--app-dir", str(APPS), env={"SLOW_IMPORT_MARKER": str(marker)}
+    ).start()
+    commands.append(command)
+    await eventually(lambda: marker.exists() or None, timeout=COMMAND_TIMEOUT_S)
+    command.signal(signal.SIGTERM)
+    assert await command.wait(timeout=10) == 0, command.output
+    assert "received SIGTERM before the worker started: exiting" in command.output

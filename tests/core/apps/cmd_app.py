@@ -44,3 +44,13 @@ async def make_router_async() -> asyncjobs.Router:
 
 empty = asyncjobs.Router()
 not_a_router = 42
+
+
+@router.handler("cmd:stubborn")
+async def stubborn(task: asyncjobs.Task) -> str:
+    """Ignores every cancellation: the worker must still end (the task is left to the reconciler)."""
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            continue
