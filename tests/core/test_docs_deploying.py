@@ -29,13 +29,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Final
 
 import nats
 import pytest
-import pytest_asyncio
 
 import asyncjobs
 from asyncjobs.cli import build_parser
@@ -44,8 +42,8 @@ from asyncjobs.cluster import NatsCluster
 from asyncjobs.server import find_nats_server
 from asyncjobs.testing import eventually
 
-from .conftest import ClientFactory, fetch, wait_state
-from .test_worker_command import APPS, ROOT, Command
+from .conftest import ROOT, ClientFactory, Command, fetch, wait_state
+from .test_worker_command import APPS
 
 DOC: Final = ROOT / "docs" / "deploying.md"
 FENCE: Final = re.compile(r"^```(?P<info>[\w-]*)\n(?P<body>.*?)^```$", re.M | re.S)
@@ -486,14 +484,6 @@ def test_the_cluster_configuration_is_valid_and_routes_three_jetstream_nodes(tmp
 
 
 # ---- the files, running -----------------------------------------------------------------------------------------
-
-
-@pytest_asyncio.fixture
-async def commands() -> AsyncIterator[list[Command]]:
-    started: list[Command] = []
-    yield started
-    for command in started:
-        await command.kill()
 
 
 async def _start(
