@@ -20,6 +20,7 @@ from asyncjobs.errors import (
 )
 from asyncjobs.events import EventStream, iterate_events, wait_final
 from asyncjobs.jsapi import JetStream
+from asyncjobs.kv import KeyValue
 from asyncjobs.options import ClientOptions
 from asyncjobs.provisioning import prepare_events, prepare_queue, prepare_tasks, warn_if_still_empty
 from asyncjobs.queue import Queue
@@ -110,6 +111,13 @@ class Client:
     def options(self) -> ClientOptions:
         """The options the client was created with."""
         return self._options
+
+    def key_value(self, bucket: str) -> KeyValue:
+        """A key-value bucket on this client's connection and JetStream API prefix, e.g. ``CHORIA_AJ_ELECTIONS``.
+
+        No I/O happens here; the bucket must exist when it is used (a JetStreamError says so otherwise).
+        """
+        return KeyValue(self._js, bucket)
 
     @property
     def metrics_port(self) -> int | None:

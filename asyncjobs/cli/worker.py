@@ -10,6 +10,7 @@ import sys
 import traceback
 from typing import Any, Final
 
+from asyncjobs.cli.connection import add_connection_arguments, connection_options
 from asyncjobs.cli.signals import StopSignals, run_loop
 from asyncjobs.cli.supervisor import CHILD_INDEX_ENV, SUPERVISOR_PID_ENV, supervise
 from asyncjobs.errors import AsyncJobsError, ConfigurationError
@@ -39,18 +40,7 @@ def add_parser(commands: Any) -> None:
         ),
     )
     parser.add_argument("router", metavar="MODULE:ATTR", help="an asyncjobs.Router, or a callable returning one")
-    conn = parser.add_argument_group("connection")
-    conn.add_argument("--server", "-s", default=os.environ.get("NATS_URL"), help="NATS URL(s), comma-separated "
-                      "(env NATS_URL; default the context's, else nats://127.0.0.1:4222)")  # fmt: skip
-    conn.add_argument("--context", default=os.environ.get("NATS_CONTEXT"), help="NATS CLI context (env NATS_CONTEXT)")
-    conn.add_argument("--user", default=os.environ.get("NATS_USER"), help="user name (env NATS_USER)")
-    conn.add_argument("--password", default=os.environ.get("NATS_PASSWORD"), help="password (env NATS_PASSWORD)")
-    conn.add_argument("--token", default=os.environ.get("NATS_TOKEN"), help="token (env NATS_TOKEN)")
-    conn.add_argument("--creds", default=os.environ.get("NATS_CREDS"), help="credentials file (env NATS_CREDS)")
-    conn.add_argument("--nkey", default=os.environ.get("NATS_NKEY"), help="nkey seed file (env NATS_NKEY)")
-    conn.add_argument("--tls-ca", default=os.environ.get("NATS_CA"), help="CA to verify the server (env NATS_CA)")
-    conn.add_argument("--tls-cert", default=os.environ.get("NATS_CERT"), help="client certificate (env NATS_CERT)")
-    conn.add_argument("--tls-key", default=os.environ.get("NATS_KEY"), help="client key (env NATS_KEY)")
+    add_connection_arguments(parser)
     work = parser.add_argument_group("work")
     work.add_argument("--queue", "-q", default="DEFAULT", help="the queue to process (default %(default)s)")
     work.add_argument("--no-create", action="store_true", help="fail if the queue does not exist (guards typos)")
@@ -112,22 +102,13 @@ def connect_options(args: argparse.Namespace, index: int) -> dict[str, Any]:
     """
     queue = Queue(args.queue, no_create=True) if args.no_create else args.queue
     options: dict[str, Any] = {
-        "servers": args.server,
+        **connection_options(args),
         "queue": queue,
         "concurrency": args.concurrency,
         "retry_policy": args.retry_policy,
         "discard": args.discard,
         "shutdown_grace": args.shutdown_grace,
         "replicas": args.replicas,
-        "context": args.context,
-        "user": args.user,
-        "password": args.password,
-        "token": args.token,
-        "creds_file": args.creds,
-        "nkey_seed_file": args.nkey,
-        "tls_ca_file": args.tls_ca,
-        "tls_cert_file": args.tls_cert,
-        "tls_key_file": args.tls_key,
         "verification_key_file": args.verification_key_file,
         "signatures_optional": args.signatures_optional,
     }

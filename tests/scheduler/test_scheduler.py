@@ -1,0 +1,314 @@
+"""Schedules and schedulers against a real nats-server, with a manual clock for scheduling time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+import asyncjobs
+from asyncjobs.constants import CONFIG_BUCKET
+from asyncjobs.metrics import METRICS
+from asyncjobs.testing import eventually
+from asyncjobs_scheduler import (
+    InvalidSchedule,
+    ManualClock,
+    Schedule,
+    ScheduleExists,
+    ScheduleNotFound,
+    Scheduler,
+    Schedules,
+)
+from asyncjobs_scheduler.codec import decode_schedule
+from asyncjobs_scheduler.constants import SCHEDULE_KEY_PREFIX
+
+ClientFactory = Callable[..., Awaitable[asyncjobs.Client]]
+START = datetime(2026, 3, 2, 9, 0, 30, tzinfo=UTC)
+
+
+@pytest_asyncio.fixture
+async def make_client(nats_url: str) -> AsyncIterator[ClientFactory]:
+    clients: list[asyncjobs.Client] = []
+
+    async def make(**options: Any) -> asyncjobs.Client:
+        options.setdefault("queue", "SCHED")
+        client = await asyncjobs.connect(nats_url, **options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()
+
+
+@contextlib.asynccontextmanager
+async def running(*schedulers: Scheduler) -> AsyncIterator[list[asyncio.Task[None]]]:
+    tasks = [asyncio.create_task(s.run()) for s in schedulers]
+    try:
+        yield tasks
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def leader(*schedulers: Scheduler, timeout: float = 20) -> Scheduler:
+    async def one() -> Scheduler | None:
+        leading = [s for s in schedulers if s.is_leader]
+        assert len(leading) <= 1, "two leaders at once"
+        return leading[0] if leading else None
+
+    return await eventually(one, timeout=timeout, message="a leader")
+
+
+async def task_ids(client: asyncjobs.Client, prefix: str) -> list[str]:
+    return sorted([t.id async for t in client.admin.tasks() if t.id.startswith(prefix)])
+
+
+async def test_schedules_crud(make_client: ClientFactory) -> None:
+    client = await make_client()
+    schedules = Schedules(client)
+    added = await schedules.add(Schedule("nightly", "0 2 * * *", "report:nightly", {"kind": "full"}, deadline=3600))
+    assert added.queue == "SCHED" and added.created_at is not None
+    with pytest.raises(ScheduleExists, match="already exists: change it with update"):
+        await schedules.add(Schedule("nightly", "0 3 * * *", "report:nightly"))
+    got = await schedules.get("nightly")
+    assert got.spec == "0 2 * * *" and got.payload == b'{"kind":"full"}' and got.deadline == 3600
+
+    updated = await schedules.update(Schedule("nightly", "30 2 * * *", "report:nightly", timezone="Europe/London"))
+    assert updated.created_at == added.created_at  # kept: @every due times stay put
+    raw = await client.key_value(CONFIG_BUCKET).get(SCHEDULE_KEY_PREFIX + "nightly")
+    assert raw is not None and b'"schedule":"CRON_TZ=Europe/London 30 2 * * *"' in raw.value
+    assert decode_schedule(raw.value).timezone == "Europe/London"
+
+    assert (await schedules.pause("nightly")).paused
+    assert not (await schedules.resume("nightly")).paused
+    await schedules.add(Schedule("hourly", "@hourly", "report:hourly"))
+    assert [s.name for s in await schedules.list()] == ["hourly", "nightly"]
+    times = await schedules.next_times("hourly", 3, after=START)
+    assert times == [datetime(2026, 3, 2, h, 0, tzinfo=UTC) for h in (10, 11, 12)]
+
+    task = await schedules.trigger("hourly")
+    assert (await client.get_task(task.id)).type == "report:hourly"
+
+    await schedules.remove("hourly")
+    with pytest.raises(ScheduleNotFound, match="schedule 'hourly' does not exist"):
+        await schedules.get("hourly")
+    with pytest.raises(ScheduleNotFound):
+        await schedules.remove("hourly")
+    with pytest.raises(InvalidSchedule, match="queue 'NOPE' does not exist: create it first"):
+        await schedules.add(Schedule("elsewhere", "@daily", "x", queue="NOPE"))
+    assert issubclass(InvalidSchedule, ValueError) and issubclass(ScheduleNotFound, asyncjobs.AsyncJobsError)
+
+
+async def test_one_scheduler_fires_each_due_time_once(make_client: ClientFactory) -> None:
+    client = await make_client()
+    clock = ManualClock(datetime.now(UTC))
+    await Schedules(client).add(Schedule("tick", "@every 10s", "tick", misfire="run_all"))
+    scheduler = Scheduler(client, name="solo", clock=clock)
+    async with running(scheduler):
+        await leader(scheduler)
+        for _ in range(3):
+            await clock.wait_for_sleepers()
+            clock.advance(10)
+        await eventually(lambda: _count(client, "tick:", 3), timeout=10, message="three tasks")
+    ids = await task_ids(client, "tick:")
+    assert len(ids) == len(set(ids)) == 3
+
+
+async def test_three_schedulers_fire_each_due_time_once(make_client: ClientFactory) -> None:
+    clock = ManualClock(datetime.now(UTC))
+    first = await make_client()
+    await Schedules(first).add(Schedule("shared", "@every 5s", "shared", misfire="run_all"))
+    schedulers = [Scheduler(await make_client(), name=f"s{n}", clock=clock) for n in range(3)]
+    async with running(*schedulers):
+        await leader(*schedulers)
+        for _ in range(4):
+            await clock.wait_for_sleepers()
+            clock.advance(5)
+        await eventually(lambda: _count(first, "shared:", 4), timeout=10, message="four tasks")
+        assert sum(s.is_leader for s in schedulers) == 1
+    ids = await task_ids(first, "shared:")
+    assert len(ids) == len(set(ids)) == 4
+
+
+async def test_a_successor_catches_up_missed_due_times(make_client: ClientFactory) -> None:
+    clock = ManualClock(datetime.now(UTC))
+    client = await make_client()
+    await Schedules(client).add(Schedule("every", "@every 10s", "every", misfire="run_all", catchup_window=3600))
+    first = Scheduler(client, name="first", clock=clock)
+    async with running(first):
+        await leader(first)
+        clock.advance(10)
+        await eventually(lambda: _count(client, "every:", 1), timeout=10, message="the first task")
+    clock.advance(60)  # six due times while nobody leads
+    second = Scheduler(await make_client(), name="second", clock=clock)
+    async with running(second):
+        await leader(second)
+        await eventually(lambda: _count(client, "every:", 7), timeout=10, message="the missed six")
+    ids = await task_ids(client, "every:")
+    assert len(ids) == 7
+
+
+async def test_changes_apply_to_a_running_scheduler(make_client: ClientFactory) -> None:
+    clock = ManualClock(datetime.now(UTC))
+    client = await make_client()
+    schedules = Schedules(client)
+    scheduler = Scheduler(client, name="watcher", clock=clock)
+    async with running(scheduler):
+        await leader(scheduler)
+        await schedules.add(Schedule("late", "@every 10s", "late"))
+        await eventually(lambda: "late" in scheduler.schedules or None, timeout=10, message="the new schedule")
+        await schedules.pause("late")
+        await eventually(lambda: scheduler.schedules["late"].paused or None, timeout=10, message="the pause")
+        clock.advance(30)
+        await asyncio.sleep(0.2)
+        assert await task_ids(client, "late:") == []
+        await schedules.remove("late")
+        await eventually(lambda: "late" not in scheduler.schedules or None, timeout=10, message="the removal")
+
+
+async def _count(client: asyncjobs.Client, prefix: str, expected: int) -> bool | None:
+    return len(await task_ids(client, prefix)) >= expected or None
+
+
+def test_schedule_validation_names_the_fix() -> None:
+    with pytest.raises(InvalidSchedule, match="deadline"):
+        Schedule("x", "@daily", "t", deadline=5)
+    with pytest.raises(InvalidSchedule):
+        Schedule("x", "not a spec", "t")
+    assert Schedule("x", "@daily", "t").next_times(START, 1) == [
+        START.replace(hour=0, minute=0, second=0) + timedelta(days=1)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("misfire", "expected"),
+    [("skip", 0), ("run_once", 1), ("run_all", 6)],
+)
+async def test_misfire_policies_after_a_gap(make_client: ClientFactory, misfire: str, expected: int) -> None:
+    clock = ManualClock(datetime.now(UTC))
+    client = await make_client()
+    name = f"gap_{misfire}"
+    stored = await Schedules(client).add(Schedule(name, "@every 10s", "gap", misfire=misfire))
+    dues = stored.next_times(clock.now(), 7)
+    first = Scheduler(client, name="first", clock=clock)
+    async with running(first):
+        await leader(first)
+    clock.set(dues[5] + timedelta(seconds=7))  # six due times pass while nobody leads, the last 7 s ago
+    second = Scheduler(await make_client(), name="second", clock=clock)
+    async with running(second):
+        await leader(second)
+        await clock.wait_for_sleepers()  # it has dealt with what was due and sleeps until the next due time
+        assert len(await task_ids(client, f"{name}:")) == expected
+        clock.set(dues[6])  # the next due time is on time whatever the policy
+        await eventually(lambda: _count(client, f"{name}:", expected + 1), timeout=10, message="the next task")
+
+
+async def test_missed_due_times_beyond_the_catchup_window_are_dropped(make_client: ClientFactory) -> None:
+    clock = ManualClock(datetime.now(UTC))
+    client = await make_client()
+    stored = await Schedules(client).add(Schedule("window", "@every 10s", "w", misfire="run_all", catchup_window=30))
+    dues = stored.next_times(clock.now(), 12)
+    scheduler = Scheduler(client, name="late", clock=clock)
+    clock.set(dues[11] + timedelta(seconds=6))  # twelve missed due times, three of them within the last 30 s
+    async with running(scheduler):
+        await leader(scheduler)
+        await clock.wait_for_sleepers()
+    assert len(await task_ids(client, "window:")) == 3
+
+
+async def test_a_stored_task_without_its_item_is_completed_not_skipped(make_client: ClientFactory) -> None:
+    clock = ManualClock(datetime.now(UTC))
+    client = await make_client()
+    stored = await Schedules(client).add(Schedule("half", "@every 10s", "half"))
+    due = stored.next_times(clock.now(), 1)[0]
+    # An earlier leader stored the task of this due time and died before publishing its work item.
+    task = asyncjobs.Task("half", None, id=stored.task_id(due), max_tries=stored.task_max_tries)
+    task.created_at = asyncjobs.wiretime.WireTime.from_datetime(due)
+    task.queue = "SCHED"
+    await client._storage.save_task(task)
+    assert (await client.admin.queue_info("SCHED")).items == 0
+    scheduler = Scheduler(client, name="finisher", clock=clock)
+    async with running(scheduler):
+        await leader(scheduler)
+        clock.set(due + timedelta(seconds=1))
+        await eventually(lambda: _items(client, 1), timeout=10, message="the work item of the half-enqueued task")
+    assert await task_ids(client, "half:") == [task.id]
+
+
+async def _items(client: asyncjobs.Client, expected: int) -> bool | None:
+    return (await client.admin.queue_info("SCHED")).items >= expected or None
+
+
+async def test_overlap_skip_waits_for_the_previous_task(make_client: ClientFactory) -> None:
+    clock = ManualClock(datetime.now(UTC))
+    client = await make_client()
+    await Schedules(client).add(Schedule("busy", "@every 10s", "busy", overlap="skip"))
+    scheduler = Scheduler(client, name="overlap", clock=clock)
+    async with running(scheduler):
+        await leader(scheduler)
+        for _ in range(3):  # nothing processes the tasks: the first stays `new`, so the next two are skipped
+            await clock.wait_for_sleepers()
+            clock.advance(10)
+        await clock.wait_for_sleepers()
+        ids = await task_ids(client, "busy:")
+        assert len(ids) == 1
+        router = asyncjobs.Router()
+
+        @router.handler("busy")
+        async def done(task: asyncjobs.Task) -> None:
+            return None
+
+        await client.run(router, until_idle=True)  # the first task completes
+        clock.advance(10)
+        await eventually(lambda: _count(client, "busy:", 2), timeout=10, message="the next task")
+
+
+async def test_jitter_delays_the_task_the_same_way_everywhere(make_client: ClientFactory) -> None:
+    clock = ManualClock(datetime.now(UTC))
+    client = await make_client()
+    stored = await Schedules(client).add(Schedule("jit", "@every 60s", "jit", jitter=30))
+    due = stored.next_times(clock.now(), 1)[0]
+    fire_at = stored.jittered(due)
+    assert due <= fire_at <= due + timedelta(seconds=30)
+    scheduler = Scheduler(client, name="jitter", clock=clock)
+    async with running(scheduler):
+        await leader(scheduler)
+        clock.set(due)
+        await clock.wait_for_sleepers()
+        if fire_at > due:
+            assert await task_ids(client, "jit:") == []
+        clock.set(fire_at)
+        await eventually(lambda: _count(client, "jit:", 1), timeout=10, message="the jittered task")
+    assert await task_ids(client, "jit:") == [stored.task_id(due)]
+
+
+async def test_a_new_leader_announces_itself_and_counts_what_it_fires(make_client: ClientFactory) -> None:
+    clock = ManualClock(datetime.now(UTC))
+    client = await make_client()
+    await Schedules(client).add(Schedule("counted", "@every 10s", "counted"))
+    before = METRICS.scheduler_scheduled_count.value("counted", "SCHED")
+    async with client.events() as events:
+        scheduler = Scheduler(client, name="announcer", clock=clock)
+        async with running(scheduler):
+            await leader(scheduler)
+
+            async def announced() -> asyncjobs.LeaderElectedEvent | None:
+                event = await anext(events)
+                return event if isinstance(event, asyncjobs.LeaderElectedEvent) else None
+
+            event = await eventually(announced, timeout=10, message="the leader event")
+            assert (event.name, event.component) == ("announcer", "task_scheduler")
+            assert METRICS.scheduler_paused.value() == 0
+            assert METRICS.scheduler_schedules_total.value() >= 1
+            await clock.wait_for_sleepers()
+            clock.advance(10)
+            await eventually(lambda: _count(client, "counted:", 1), timeout=10, message="the task")
+    assert METRICS.scheduler_scheduled_count.value("counted", "SCHED") == before + 1
+    assert METRICS.scheduler_paused.value() == 1
