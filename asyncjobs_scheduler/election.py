@@ -32,7 +32,8 @@ from enum import StrEnum
 from typing import Final
 
 from asyncjobs import AsyncJobsError, ConfigurationError, JetStreamError, TaskConflict
-from asyncjobs.kv import Deleted, Entry, KeyValue, KeyWatch
+from asyncjobs.kv import Deleted, Entry, KeyValue
+from asyncjobs.kvwatch import KeyWatch
 from asyncjobs.metrics import METRICS
 from asyncjobs_scheduler.clock import Clock, SystemClock
 

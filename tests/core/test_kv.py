@@ -10,7 +10,8 @@ import pytest
 
 import asyncjobs
 from asyncjobs.constants import CONFIG_BUCKET
-from asyncjobs.kv import Deleted, Entry, KeyValue, KeyWatch
+from asyncjobs.kv import Deleted, Entry, KeyValue
+from asyncjobs.kvwatch import KeyWatch
 from asyncjobs.server import NatsServer
 from tests.core.conftest import ClientFactory
 
