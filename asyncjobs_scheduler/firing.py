@@ -93,7 +93,9 @@ class Firer:
         now = self._clock.now()
         name = schedule.name
         fired = self._fired.get(name)
-        start = fired.due if fired is not None else (schedule.created or now)
+        created = schedule.created or now
+        # Never before the schedule existed: a record left by an earlier schedule of that name does not count.
+        start = max(fired.due, created) if fired is not None else created
         oldest = now - timedelta(seconds=schedule.catchup_window + MISFIRE_GRACE_S)
         dues = schedule.due_between(max(start, oldest), now, limit=MAX_DUE_PER_PASS)
         ready = [due for due in dues if schedule.jittered(due) <= now]

@@ -16,9 +16,11 @@ from asyncjobs.constants import CONFIG_BUCKET
 from asyncjobs.errors import AsyncJobsError, CorruptDataError, QueueNotFound, TaskConflict
 from asyncjobs.kv import KeyValue
 from asyncjobs.wiretime import WireTime
+from asyncjobs_scheduler.clock import Clock, SystemClock
 from asyncjobs_scheduler.codec import decode_schedule, encode_schedule
-from asyncjobs_scheduler.constants import SCHEDULE_KEY_PREFIX
+from asyncjobs_scheduler.constants import FIRED_KEY_PREFIX, SCHEDULE_KEY_PREFIX
 from asyncjobs_scheduler.errors import InvalidSchedule, ScheduleExists, ScheduleNotFound
+from asyncjobs_scheduler.firing import Fired
 from asyncjobs_scheduler.queues import QueueClients
 from asyncjobs_scheduler.schedule import Schedule
 
@@ -32,10 +34,12 @@ class Schedules:
 
     Args:
         client: a connected :class:`asyncjobs.Client`.
+        clock: where "now" comes from (when a schedule is added or resumed); the system clock by default.
     """
 
-    def __init__(self, client: asyncjobs.Client) -> None:
+    def __init__(self, client: asyncjobs.Client, *, clock: Clock | None = None) -> None:
         self._client = client
+        self._clock: Clock = clock or SystemClock()
         self._kv: KeyValue = client.key_value(CONFIG_BUCKET)
 
     async def add(self, schedule: Schedule) -> Schedule:
@@ -120,10 +124,17 @@ class Schedules:
     async def resume(self, name: str) -> Schedule:
         """Fire a paused schedule again from its next due time.
 
+        The due times passed while it was paused are not caught up, even if no scheduler was leading meanwhile.
+
         Raises:
             ScheduleNotFound: there is no such schedule.
         """
-        return await self._set_paused(name, False)
+        resumed = await self._set_paused(name, False)
+        key = FIRED_KEY_PREFIX + name
+        previous = await self._kv.get(key)
+        earlier = Fired.decode(previous.value) if previous is not None else None
+        await self._kv.put(key, Fired(self._clock.now(), earlier.task_id if earlier else "").encode())
+        return resumed
 
     async def trigger(self, name: str) -> asyncjobs.Task:
         """Enqueue one task of a schedule now, outside its due times; returns the task.
@@ -154,7 +165,7 @@ class Schedules:
             ScheduleNotFound: there is no such schedule.
         """
         schedule = await self.get(name)
-        return schedule.next_times(after or datetime.now().astimezone(), count)
+        return schedule.next_times(after or self._clock.now(), count)
 
     # ---- helpers --------------------------------------------------------------------------------------------
 
@@ -190,7 +201,9 @@ class Schedules:
             ) from None
         except AsyncJobsError as exc:
             log.debug("could not check queue %s of schedule %s: %s", queue, schedule.name, exc)
-        return schedule.replace(queue=queue, created_at=created_at or schedule.created_at or WireTime.now())
+        return schedule.replace(
+            queue=queue, created_at=created_at or schedule.created_at or WireTime.from_datetime(self._clock.now())
+        )
 
 
 _UPDATE_ATTEMPTS = 5

@@ -312,3 +312,44 @@ async def test_a_new_leader_announces_itself_and_counts_what_it_fires(make_clien
             await eventually(lambda: _count(client, "counted:", 1), timeout=10, message="the task")
     assert METRICS.scheduler_scheduled_count.value("counted", "SCHED") == before + 1
     assert METRICS.scheduler_paused.value() == 1
+
+
+async def test_a_paused_period_is_not_caught_up_after_resume(make_client: ClientFactory) -> None:
+    clock = ManualClock(datetime.now(UTC))
+    client = await make_client()
+    schedules = Schedules(client, clock=clock)
+    stored = await schedules.add(Schedule("nap", "@every 10s", "nap", misfire="run_all", paused=True))
+    dues = stored.next_times(clock.now(), 4)
+    clock.set(dues[2] + timedelta(seconds=8))  # three due times pass while it is paused and nobody leads
+    await schedules.resume("nap")
+    scheduler = Scheduler(client, name="rested", clock=clock)
+    async with running(scheduler):
+        await leader(scheduler)
+        await clock.wait_for_sleepers()
+        assert await task_ids(client, "nap:") == []
+        clock.set(dues[3])
+        await eventually(lambda: _count(client, "nap:", 1), timeout=10, message="the first due time after resume")
+    assert await task_ids(client, "nap:") == [stored.task_id(dues[3])]
+
+
+async def test_a_schedule_added_again_does_not_fire_for_times_before_it_existed(make_client: ClientFactory) -> None:
+    clock = ManualClock(datetime.now(UTC))
+    client = await make_client()
+    schedules = Schedules(client)
+    old = await schedules.add(Schedule("again", "@every 10s", "again", misfire="run_all"))
+    scheduler = Scheduler(client, name="keeper", clock=clock)
+    async with running(scheduler):
+        await leader(scheduler)
+        first = old.next_times(clock.now(), 1)[0]
+        clock.set(first)
+        await eventually(lambda: _count(client, "again:", 1), timeout=10, message="the first task")
+    await schedules.remove("again")
+    clock.advance(100)
+    new = await schedules.add(Schedule("again", "@every 10s", "again", misfire="run_all", created_at=clock.now()))
+    scheduler = Scheduler(client, name="keeper2", clock=clock)
+    async with running(scheduler):
+        await leader(scheduler)
+        await clock.wait_for_sleepers()
+        assert len(await task_ids(client, "again:")) == 1  # nothing for the 100 s it did not exist
+        clock.set(new.next_times(clock.now(), 1)[0])
+        await eventually(lambda: _count(client, "again:", 2), timeout=10, message="its first own task")
