@@ -19,7 +19,7 @@ from typing import Final
 import asyncjobs
 from asyncjobs import codec
 from asyncjobs.constants import CONFIG_BUCKET, ELECTIONS_BUCKET, LEADER_EVENT_PREFIX
-from asyncjobs.errors import AsyncJobsError
+from asyncjobs.errors import AsyncJobsError, ClientClosedError
 from asyncjobs.kv import Deleted, KeyValue
 from asyncjobs.metrics import METRICS
 from asyncjobs_scheduler.clock import Clock, SystemClock
@@ -107,7 +107,12 @@ class Scheduler:
         try:
             done, _ = await asyncio.wait(duties, return_when=asyncio.FIRST_COMPLETED)
             for duty in done:
-                duty.result()
+                try:
+                    duty.result()
+                except ClientClosedError:
+                    if not self._client.closed:
+                        raise
+                    return  # the client was closed: the scheduler ends with it
         finally:
             await election.resign()  # a successor takes over at once instead of waiting for the key to expire
             for duty in duties:

@@ -353,3 +353,13 @@ async def test_a_schedule_added_again_does_not_fire_for_times_before_it_existed(
         assert len(await task_ids(client, "again:")) == 1  # nothing for the 100 s it did not exist
         clock.set(new.next_times(clock.now(), 1)[0])
         await eventually(lambda: _count(client, "again:", 2), timeout=10, message="its first own task")
+
+
+async def test_run_ends_when_the_client_is_closed(make_client: ClientFactory) -> None:
+    client = await make_client()
+    scheduler = Scheduler(client, name="closing")
+    running_scheduler = asyncio.create_task(scheduler.run())
+    await leader(scheduler)
+    await client.close()
+    await asyncio.wait_for(running_scheduler, 10)  # returns, without an error
+    assert not scheduler.is_leader
