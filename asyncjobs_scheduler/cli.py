@@ -37,7 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_connection_arguments(parser)
     parser.add_argument("--name", default=default_name(), help="this scheduler's name in the election "
                         "(default <hostname>-<pid>)")  # fmt: skip
-    parser.add_argument("--queue", "-q", default="DEFAULT", help="queue of schedules that name none (default DEFAULT)")
+    parser.add_argument("--queue", "-q", default="DEFAULT", help="the queue its client binds (default DEFAULT); each "
+                        "stored schedule names the queue of its own tasks")  # fmt: skip
+    parser.add_argument("--no-create", action="store_true", help="fail if that queue does not exist")
+    parser.add_argument("--signing-seed-file", help="sign the tasks it enqueues with this ed25519 seed file "
+                        "(workers that verify signatures refuse unsigned tasks)")  # fmt: skip
     parser.add_argument("--metrics-port", type=int, help="serve /metrics, /healthz and /readyz on this port")
     parser.add_argument("--metrics-address", default="0.0.0.0", help="address to bind (default %(default)s)")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
@@ -49,10 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     options = connection_options(args)
+    if args.signing_seed_file:
+        options["signing_seed_file"] = args.signing_seed_file
     if args.metrics_port is not None:
         options.update(prometheus_port=args.metrics_port, prometheus_address=args.metrics_address)
     try:
-        return asyncio.run(_run(args.name, args.queue, options))
+        queue = asyncjobs.Queue(args.queue, no_create=True) if args.no_create else args.queue
+        return asyncio.run(_run(args.name, queue, options))
     except asyncjobs.ConfigurationError as exc:
         print(f"asyncjobs_scheduler: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -61,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-async def _run(name: str, queue: str, options: dict[str, object]) -> int:
+async def _run(name: str, queue: str | asyncjobs.Queue, options: dict[str, object]) -> int:
     async with await asyncjobs.connect(queue=queue, **options) as client:  # type: ignore[arg-type]
         scheduler = Scheduler(client, name=name)
         running = asyncio.create_task(scheduler.run())

@@ -115,7 +115,7 @@ class Firer:
     def _to_fire(self, schedule: Schedule, ready: list[datetime], now: datetime) -> list[datetime]:
         """The due times to fire among those reached: all on-time ones, and the missed ones the policy keeps."""
         if schedule.paused:
-            log.info("schedule %s is paused: not firing %d due time(s)", schedule.name, len(ready))
+            log.debug("schedule %s is paused: not firing %d due time(s)", schedule.name, len(ready))
             return []
         late = timedelta(seconds=MISFIRE_GRACE_S)
         missed = [due for due in ready if now - schedule.jittered(due) > late]

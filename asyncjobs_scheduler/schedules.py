@@ -19,7 +19,7 @@ from asyncjobs.wiretime import WireTime
 from asyncjobs_scheduler.clock import Clock, SystemClock
 from asyncjobs_scheduler.codec import decode_schedule, encode_schedule
 from asyncjobs_scheduler.constants import FIRED_KEY_PREFIX, SCHEDULE_KEY_PREFIX
-from asyncjobs_scheduler.errors import InvalidSchedule, ScheduleExists, ScheduleNotFound
+from asyncjobs_scheduler.errors import InvalidSchedule, ScheduleExists, ScheduleNotFound, SchedulerError
 from asyncjobs_scheduler.firing import Fired
 from asyncjobs_scheduler.queues import QueueClients
 from asyncjobs_scheduler.schedule import Schedule
@@ -88,7 +88,7 @@ class Schedules:
                 continue  # changed meanwhile (a pause, another update): apply ours to the new value
             log.info("schedule %s updated: %r on queue %s", stored.name, stored.wire_spec, stored.queue)
             return stored
-        raise ScheduleExists(f"schedule {schedule.name!r} kept changing while it was updated: try again")
+        raise SchedulerError(f"schedule {schedule.name!r} kept changing while it was updated: try again")
 
     async def remove(self, name: str) -> None:
         """Remove a schedule; its tasks already enqueued stay.
@@ -187,7 +187,9 @@ class Schedules:
                 continue
             log.info("schedule %s %s", name, "paused" if paused else "resumed")
             return changed
-        raise ScheduleExists(f"schedule {name!r} kept changing while it was {'paused' if paused else 'resumed'}")
+        raise SchedulerError(
+            f"schedule {name!r} kept changing while it was {'paused' if paused else 'resumed'}: try again"
+        )
 
     async def _stored_form(self, schedule: Schedule, *, created_at: WireTime | None) -> Schedule:
         """The schedule as it is stored: with its queue, checked to exist, and ``created_at``."""
