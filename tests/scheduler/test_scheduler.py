@@ -363,3 +363,24 @@ async def test_run_ends_when_the_client_is_closed(make_client: ClientFactory) ->
     await client.close()
     await asyncio.wait_for(running_scheduler, 10)  # returns, without an error
     assert not scheduler.is_leader
+
+
+async def test_a_fire_that_fails_is_counted_logged_and_retried(
+    make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = ManualClock(datetime.now(UTC))
+    client = await make_client()
+    await make_client(queue="GONE")  # creates the queue the schedule names
+    stored = await Schedules(client).add(Schedule("lost", "@every 10s", "lost", queue="GONE"))
+    await client.admin.delete_queue("GONE")  # removed behind the schedule's back
+    before = METRICS.scheduler_schedule_error_count.value("lost", "GONE")
+    scheduler = Scheduler(client, name="failing", clock=clock)
+    async with running(scheduler):
+        await leader(scheduler)
+        clock.set(stored.next_times(clock.now(), 1)[0])
+        await eventually(
+            lambda: METRICS.scheduler_schedule_error_count.value("lost", "GONE") > before or None,
+            timeout=15,
+            message="the failed fire counted",
+        )
+    assert "could not enqueue the task of" in caplog.text and "trying again in 5s" in caplog.text
