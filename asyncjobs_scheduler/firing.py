@@ -29,8 +29,11 @@ from asyncjobs_scheduler.schedule import Schedule
 
 log = logging.getLogger("asyncjobs.scheduler")
 
-MISFIRE_GRACE_S: Final = 5.0
-"""Seconds a due time may be late and still count as on time; later ones were missed (the ``misfire`` policy)."""
+MISFIRE_GRACE_S: Final = 15.0
+"""Seconds a due time may be late and still count as on time; later ones were missed (the ``misfire`` policy).
+
+Longer than a crash failover (the election key's 10 s TTL, then a second), so a leader change never loses a due time
+whatever the policy; ``misfire`` is for real gaps: every scheduler down, the cluster unreachable."""
 RETRY_AFTER_S: Final = 5.0
 """Seconds before a schedule whose task could not be enqueued is tried again."""
 MAX_DUE_PER_PASS: Final = 10_000

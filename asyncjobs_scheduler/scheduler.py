@@ -35,7 +35,7 @@ log = logging.getLogger("asyncjobs.scheduler")
 
 COMPONENT: Final = "task_scheduler"
 """The component named in the leader-elected event, as Go names its scheduler."""
-FIRE_CONCURRENCY: Final = 100
+FIRE_CONCURRENCY: Final = 500
 """Schedules fired at once when many are due together."""
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -195,12 +195,12 @@ async def test_misfire_policies_after_a_gap(make_client: ClientFactory, misfire:
     clock = ManualClock(datetime.now(UTC))
     client = await make_client()
     name = f"gap_{misfire}"
-    stored = await Schedules(client).add(Schedule(name, "@every 10s", "gap", misfire=misfire))
+    stored = await Schedules(client).add(Schedule(name, "@every 30s", "gap", misfire=misfire))
     dues = stored.next_times(clock.now(), 7)
     first = Scheduler(client, name="first", clock=clock)
     async with running(first):
         await leader(first)
-    clock.set(dues[5] + timedelta(seconds=7))  # six due times pass while nobody leads, the last 7 s ago
+    clock.set(dues[5] + timedelta(seconds=20))  # six due times pass while nobody leads, the last 20 s ago
     second = Scheduler(await make_client(), name="second", clock=clock)
     async with running(second):
         await leader(second)
@@ -213,14 +213,14 @@ async def test_misfire_policies_after_a_gap(make_client: ClientFactory, misfire:
 async def test_missed_due_times_beyond_the_catchup_window_are_dropped(make_client: ClientFactory) -> None:
     clock = ManualClock(datetime.now(UTC))
     client = await make_client()
-    stored = await Schedules(client).add(Schedule("window", "@every 10s", "w", misfire="run_all", catchup_window=30))
+    stored = await Schedules(client).add(Schedule("window", "@every 30s", "w", misfire="run_all", catchup_window=70))
     dues = stored.next_times(clock.now(), 12)
     scheduler = Scheduler(client, name="late", clock=clock)
-    clock.set(dues[11] + timedelta(seconds=6))  # twelve missed due times, three of them within the last 30 s
+    clock.set(dues[11] + timedelta(seconds=20))  # twelve missed due times (20 s to 350 s ago), two within 70 s
     async with running(scheduler):
         await leader(scheduler)
         await clock.wait_for_sleepers()
-    assert len(await task_ids(client, "window:")) == 3
+    assert await task_ids(client, "window:") == sorted(stored.task_id(due) for due in dues[10:])
 
 
 async def test_a_stored_task_without_its_item_is_completed_not_skipped(make_client: ClientFactory) -> None:
