@@ -188,14 +188,33 @@ efficiency (hand-made CPU per task / library CPU per task) says the same from th
 ./dev bench --tasks 20000   # more tasks per run
 ./dev bench --no-write      # print only
 ./dev bench --only library  # one scenario group (never writes this file); also publish, pull, handmade, latency
+./dev bench --scheduler     # the scheduler benchmark only (about 5 minutes): rewrites its section, below
 ```
 
 To profile the library: `.venv/bin/python -m cProfile -o /tmp/prof.out bench/run.py --only library`.
 """
 
 
+SCHEDULER_BEGIN: Final = "<!-- scheduler-bench:begin -->"
+SCHEDULER_END: Final = "<!-- scheduler-bench:end -->"
+"""The markers of the Scheduler section, which ``bench/scheduler.py`` writes and this report keeps."""
+
+
+def _kept_scheduler_section(path: Path) -> list[str]:
+    """The Scheduler section already in ``path``, with its markers, or nothing."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return []
+    start, end = text.find(SCHEDULER_BEGIN), text.find(SCHEDULER_END)
+    if start < 0 or end < start:
+        return []
+    return ["", text[start : end + len(SCHEDULER_END)]]
+
+
 def write_markdown(path: Path, results: Results, machine: Machine, settings: Settings, seconds: float) -> None:
-    """Overwrite ``path`` with the report."""
+    """Overwrite ``path`` with the report, keeping its Scheduler section (written by ``bench/scheduler.py``)."""
+    kept = _kept_scheduler_section(path)
     when = datetime.now(UTC)
     lines = [
         "# Performance",
@@ -211,5 +230,6 @@ def write_markdown(path: Path, results: Results, machine: Machine, settings: Set
         verdict(results),
         "",
         _EXPLANATION,
+        *kept,
     ]
-    path.write_text("\n".join(lines))
+    path.write_text("\n".join(lines) + ("\n" if kept else ""))

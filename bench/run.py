@@ -50,6 +50,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="",
         help=f"comma-separated scenario groups to run ({', '.join(SCENARIOS)}); implies --no-write",
     )
+    parser.add_argument(
+        "--scheduler",
+        action="store_true",
+        help="run the scheduler benchmark instead (python -m bench.scheduler, about 5 minutes); rewrites only its "
+        "section of the report unless --no-write",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log asyncjobs debug output too")
     args = parser.parse_args(argv)
     only = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -95,6 +101,10 @@ async def run_all(names: list[str], settings: Settings) -> Results:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.scheduler:
+        from bench import scheduler  # imports asyncjobs_scheduler, which the other scenarios do not need
+
+        return scheduler.main([*([] if args.no_write else ["--write-docs"]), *(["-v"] if args.verbose else [])])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     if not args.verbose:
         logging.getLogger("asyncjobs").setLevel(logging.WARNING)
