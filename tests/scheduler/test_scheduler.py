@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -384,3 +385,21 @@ async def test_a_fire_that_fails_is_counted_logged_and_retried(
             message="the failed fire counted",
         )
     assert "could not enqueue the task of" in caplog.text and "trying again in 5s" in caplog.text
+
+
+async def test_a_schedule_in_gos_exact_bytes_fires(make_client: ClientFactory) -> None:
+    golden = (Path(__file__).parents[1] / "interop" / "fixtures" / "scheduled_task.json").read_bytes()
+    go_written = decode_schedule(golden)
+    client = await make_client(queue=go_written.queue)
+    await client.key_value(CONFIG_BUCKET).create(SCHEDULE_KEY_PREFIX + go_written.name, golden)  # as Go stores it
+    clock = ManualClock(datetime.now(UTC))
+    scheduler = Scheduler(client, name="reader", clock=clock)
+    async with running(scheduler):
+        await leader(scheduler)
+        due = go_written.next_times(clock.now(), 1)[0]
+        clock.set(due)
+        await eventually(lambda: _count(client, f"{go_written.name}:", 1), timeout=10, message="its task")
+    task = await client.get_task(go_written.task_id(due))
+    assert (task.type, task.queue, task.max_tries) == (go_written.task_type, go_written.queue, go_written.max_tries)
+    assert task.deadline is not None and go_written.deadline is not None
+    assert task.deadline - due == timedelta(seconds=go_written.deadline)
