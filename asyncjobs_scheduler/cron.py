@@ -208,16 +208,28 @@ class CronSpec:
         earliest = local_after - _MAX_SHIFT
         day = local_after.date() - timedelta(days=1)
         idle_days = 0
+        hours, minutes = sorted(self.hours), sorted(self.minutes)
         while idle_days < _SEARCH_DAYS:
             idle_days += 1
             if self.matches_date(day):
-                found: set[datetime] = set()
-                for hour in self.hours:
-                    for minute in self.minutes:
-                        wall = datetime.combine(day, time(hour, minute))
-                        if wall >= earliest:
-                            found.update(self._instants(wall, zone, dst_gap, dst_overlap))
-                for instant in sorted(found):
+                walls = (
+                    wall
+                    for hour in hours
+                    if datetime.combine(day, time(hour, 59)) >= earliest  # skips whole hours before the start
+                    for minute in minutes
+                    if (wall := datetime.combine(day, time(hour, minute))) >= earliest
+                )
+                offset = _fixed_offset(day, zone)
+                if offset is not None:
+                    # No DST change that day: local times map to instants one to one, in order. The common case, and
+                    # lazy: a `* * * * *` spec costs one subtraction per minute reached, not a day of conversions.
+                    instants: Iterator[datetime] = ((wall - offset).replace(tzinfo=UTC) for wall in walls)
+                else:
+                    found: set[datetime] = set()
+                    for wall in walls:
+                        found.update(self._instants(wall, zone, dst_gap, dst_overlap))
+                    instants = iter(sorted(found))
+                for instant in instants:
                     if instant > last:
                         idle_days = 0
                         last = instant
@@ -248,6 +260,14 @@ class CronSpec:
         if not self.fixed_hours or gap is DstGap.SKIP:
             return []
         return [_transition(second, first, zone)]
+
+
+def _fixed_offset(day: date, zone: ZoneInfo) -> timedelta | None:
+    """The zone's UTC offset on ``day`` if it is the same from its start to its end (no DST change that day)."""
+    start = datetime.combine(day, time(0, 0)).replace(tzinfo=zone).utcoffset()
+    end = datetime.combine(day + timedelta(days=1), time(0, 0)).replace(tzinfo=zone).utcoffset()
+    start_later = datetime.combine(day, time(23, 59)).replace(tzinfo=zone, fold=1).utcoffset()
+    return start if start == end == start_later else None
 
 
 def _transition(before: datetime, after: datetime, zone: ZoneInfo) -> datetime:

@@ -119,6 +119,7 @@ class Election:
         self._stopping = False
         self._running = False
         self._stopped = asyncio.Event()
+        self._task: asyncio.Task[object] | None = None
 
     @property
     def name(self) -> str:
@@ -146,6 +147,7 @@ class Election:
         if self._running or self._stopped.is_set():
             raise ConfigurationError("an Election runs once: create a new one to campaign again")
         self._running = True
+        self._task = asyncio.current_task()
         try:
             await self._run()
         finally:
@@ -177,10 +179,19 @@ class Election:
         self._stopping = True
         await self._lost("resigned")
         self._wake.set()
-        if self._running:
-            await self._stopped.wait()
-        else:
+        if not self._running:
             await self._give_up()
+            return
+        try:
+            async with asyncio.timeout(RESIGN_TIMEOUT_S):
+                await asyncio.shield(self._stopped.wait())
+        except TimeoutError:
+            # Stuck in a request (NATS unreachable: retried for the client's retry window): stop it there.
+            if self._task is not None:
+                self._task.cancel()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RESIGN_TIMEOUT_S):
+                    await asyncio.shield(self._stopped.wait())
 
     async def _campaign_loop(self, interval: float) -> None:
         assert self._ttl_s is not None

@@ -101,7 +101,11 @@ class Firer:
         start = max(fired.due, created) if fired is not None else created
         oldest = now - timedelta(seconds=schedule.catchup_window + MISFIRE_GRACE_S)
         dues = schedule.due_between(max(start, oldest), now, limit=MAX_DUE_PER_PASS)
-        ready = [due for due in dues if schedule.jittered(due) <= now]
+        ready: list[datetime] = []
+        for due in dues:  # in order: a later due time never goes before an earlier one whose jitter runs yet
+            if schedule.jittered(due) > now:
+                break
+            ready.append(due)
         if ready:
             last_task = fired.task_id if fired is not None else ""
             for due in self._to_fire(schedule, ready, now):
@@ -110,10 +114,9 @@ class Firer:
                     return now + timedelta(seconds=RETRY_AFTER_S)
                 last_task = task_id or last_task
             await self._record(name, Fired(ready[-1], last_task))
-        upcoming = schedule.next_after(ready[-1] if ready else max(start, now))
-        if dues and not ready:
-            upcoming = dues[0]  # reached, but its jitter has not run out yet
-        return schedule.jittered(upcoming)
+        if len(dues) > len(ready):
+            return schedule.jittered(dues[len(ready)])  # reached, but its jitter has not run out yet
+        return schedule.jittered(schedule.next_after(ready[-1] if ready else max(start, now)))
 
     def _to_fire(self, schedule: Schedule, ready: list[datetime], now: datetime) -> list[datetime]:
         """The due times to fire among those reached: all on-time ones, and the missed ones the policy keeps."""
@@ -121,8 +124,14 @@ class Firer:
             log.debug("schedule %s is paused: not firing %d due time(s)", schedule.name, len(ready))
             return []
         late = timedelta(seconds=MISFIRE_GRACE_S)
-        missed = [due for due in ready if now - schedule.jittered(due) > late]
-        timely = ready[len(missed) :]
+        # A due time can be fired once its jitter has run out and every earlier one's has (they go in order), so its
+        # lateness counts from the latest of those instants: waiting behind an earlier due time is not a misfire.
+        missed: list[datetime] = []
+        timely: list[datetime] = []
+        fireable = ready[0]
+        for due in ready:
+            fireable = max(fireable, schedule.jittered(due))
+            (missed if now - fireable > late else timely).append(due)
         if not missed:
             return timely
         window = timedelta(seconds=schedule.catchup_window)
@@ -130,7 +139,7 @@ class Firer:
         keep = {Misfire.SKIP: [], Misfire.RUN_ONCE: recent[-1:], Misfire.RUN_ALL: recent}[schedule.misfire]
         dropped = len(missed) - len(keep)
         log.info(
-            "schedule %s missed %d due time(s) (%s .. %s) while no scheduler led: misfire=%s fires %d%s",
+            "schedule %s missed %d due time(s) (%s .. %s; no scheduler led, or it fell behind): misfire=%s fires %d%s",
             schedule.name,
             len(missed),
             missed[0].isoformat(),
@@ -139,7 +148,7 @@ class Firer:
             len(keep),
             f", skips {dropped}" if dropped else "",
         )
-        return keep + timely
+        return sorted(keep + timely)
 
     async def _fire(self, schedule: Schedule, due: datetime, last_task: str) -> str | None:
         """Enqueue the task of one due time; returns its id, ``""`` when skipped, ``None`` when it failed."""

@@ -46,6 +46,8 @@ __all__ = ["Schedule"]
 
 _UNIX_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _JITTER_RESOLUTION: Final = timedelta(milliseconds=1)
+_EARLIEST_CREATED: Final = 0
+_LATEST_CREATED: Final = int(datetime(2200, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000_000
 _E = TypeVar("_E", bound=StrEnum)
 
 
@@ -351,13 +353,20 @@ def _seconds(value: Any, what: str, name: str) -> float:
 
 
 def _wire_time(value: datetime | WireTime | None, name: str) -> WireTime | None:
-    if value is None or isinstance(value, WireTime):
-        return value
+    if value is None:
+        return None
     if isinstance(value, datetime):
         if value.utcoffset() is None:
             raise InvalidSchedule(f"schedule {name!r}: created_at must be an aware datetime, e.g. in UTC")
-        return WireTime.from_datetime(value.astimezone(UTC))
-    raise InvalidSchedule(f"schedule {name!r}: created_at must be a datetime, not {type(value).__name__}")
+        value = WireTime.from_datetime(value.astimezone(UTC))
+    if not isinstance(value, WireTime):
+        raise InvalidSchedule(f"schedule {name!r}: created_at must be a datetime, not {type(value).__name__}")
+    if not _EARLIEST_CREATED <= value.unix_ns < _LATEST_CREATED:
+        raise InvalidSchedule(
+            f"schedule {name!r}: created_at {value.to_datetime().isoformat()} is out of range: give a time between "
+            "1970 and 2200 (when the schedule was made)"
+        )
+    return value
 
 
 def _aware(value: datetime, what: str) -> datetime:

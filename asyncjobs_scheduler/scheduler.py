@@ -64,6 +64,10 @@ class Scheduler:
         self._wake: dict[str, datetime] = {}
         """The current entry of each schedule in :attr:`_due`."""
         self._firing = asyncio.Semaphore(FIRE_CONCURRENCY)
+        self._running: dict[str, asyncio.Task[None]] = {}
+        """Schedules being fired now, by name."""
+        self._again: set[str] = set()
+        """Schedules that came due again while being fired."""
         self._changed = asyncio.Event()
         self._loaded = asyncio.Event()
         self._catch_up = False
@@ -114,13 +118,15 @@ class Scheduler:
                         raise
                     return  # the client was closed: the scheduler ends with it
         finally:
-            await election.resign()  # a successor takes over at once instead of waiting for the key to expire
-            for duty in duties:
-                duty.cancel()
-            await asyncio.gather(*duties, return_exceptions=True)
-            await queues.close()
-            METRICS.scheduler_paused.set(1)
-            log.info("scheduler %s stopped", self.name)
+            try:
+                await election.resign()  # a successor takes over at once instead of waiting for the key to expire
+            finally:  # also when a second cancellation cuts the resign short
+                for task in [*duties, *self._running.values()]:
+                    task.cancel()
+                await asyncio.gather(*duties, *self._running.values(), return_exceptions=True)
+                await queues.close()
+                METRICS.scheduler_paused.set(1)
+                log.info("scheduler %s stopped", self.name)
 
     # ---- leadership -----------------------------------------------------------------------------------------
 
@@ -165,6 +171,17 @@ class Scheduler:
             log.warning("ignoring the stored schedule %s: %s", name, exc)
             self._schedules.pop(name, None)
             return
+        if schedule.name != name:
+            log.warning(
+                "ignoring the schedule stored at %s%s: it is named %r inside; store it under %s%s",
+                SCHEDULE_KEY_PREFIX,
+                name,
+                schedule.name,
+                SCHEDULE_KEY_PREFIX,
+                schedule.name,
+            )
+            self._schedules.pop(name, None)
+            return
         before = self._schedules.get(name)
         self._schedules[name] = schedule
         self._plan(name, _EPOCH)  # look at it at the next pass
@@ -191,26 +208,35 @@ class Scheduler:
                 heapq.heapify(self._due)
                 self._wake = dict.fromkeys(self._schedules, _EPOCH)
             now = self._clock.now()
-            batch: list[Schedule] = []
             while self._due and self._due[0][0] <= now:
                 when, name = heapq.heappop(self._due)
                 schedule = self._schedules.get(name)
-                if schedule is not None and self._wake.get(name) == when:
-                    batch.append(schedule)
-            if batch:
-                await asyncio.gather(*(self._run_one(firer, schedule) for schedule in batch))
-                continue  # look at the clock again: firing took time
+                if schedule is None or self._wake.get(name) != when:
+                    continue  # removed, or planned again since
+                if name in self._running:
+                    self._again.add(name)  # still firing: look again once it is done
+                    continue
+                # Each schedule on its own: one whose queue hangs never holds up the others.
+                self._running[name] = asyncio.create_task(self._run_one(firer, schedule), name=f"schedule {name}")
             await self._wait(self._due[0][0] if self._due else None)
 
     async def _run_one(self, firer: Firer, schedule: Schedule) -> None:
-        async with self._firing:
-            try:
-                when = await firer.run(schedule)
-            except AsyncJobsError as exc:  # a record or a task read failed: not worth stopping the scheduler for
-                log.warning("schedule %s: %s; trying again in %gs", schedule.name, exc, RETRY_AFTER_S)
-                when = self._clock.now() + timedelta(seconds=RETRY_AFTER_S)
-        if self._schedules.get(schedule.name) is schedule:  # not changed meanwhile (a change queued its own pass)
-            self._plan(schedule.name, when)
+        name = schedule.name
+        try:
+            async with self._firing:
+                try:
+                    when = await firer.run(schedule)
+                except Exception as exc:  # a bad schedule or a failed read must not stop the scheduler
+                    log.warning("schedule %s: %s; trying again in %gs", name, exc, RETRY_AFTER_S, exc_info=exc)
+                    when = self._clock.now() + timedelta(seconds=RETRY_AFTER_S)
+        finally:
+            del self._running[name]
+        if name in self._again:
+            self._again.discard(name)
+            when = _EPOCH
+        if self._schedules.get(name) is schedule or when is _EPOCH:  # a change queues its own pass
+            self._plan(name, when)
+            self._changed.set()
 
     def _plan(self, name: str, when: datetime) -> None:
         self._wake[name] = when

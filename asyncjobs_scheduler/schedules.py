@@ -13,8 +13,9 @@ from datetime import datetime, timedelta
 
 import asyncjobs
 from asyncjobs.constants import CONFIG_BUCKET
-from asyncjobs.errors import AsyncJobsError, CorruptDataError, QueueNotFound, TaskConflict
+from asyncjobs.errors import AsyncJobsError, ConfigurationError, CorruptDataError, QueueNotFound, TaskConflict
 from asyncjobs.kv import KeyValue
+from asyncjobs.names import validate_name
 from asyncjobs.wiretime import WireTime
 from asyncjobs_scheduler.clock import Clock, SystemClock
 from asyncjobs_scheduler.codec import decode_schedule, encode_schedule
@@ -212,4 +213,8 @@ _UPDATE_ATTEMPTS = 5
 
 
 def _key(name: str) -> str:
+    try:
+        validate_name(name, "schedule name")
+    except ConfigurationError as exc:
+        raise InvalidSchedule(str(exc)) from None  # never a key pattern: '*' or 'a.b' would name other keys
     return SCHEDULE_KEY_PREFIX + name

@@ -25,7 +25,7 @@ from asyncjobs_scheduler import (
     Scheduler,
     Schedules,
 )
-from asyncjobs_scheduler.codec import decode_schedule
+from asyncjobs_scheduler.codec import decode_schedule, encode_schedule
 from asyncjobs_scheduler.constants import SCHEDULE_KEY_PREFIX
 
 ClientFactory = Callable[..., Awaitable[asyncjobs.Client]]
@@ -403,3 +403,108 @@ async def test_a_schedule_in_gos_exact_bytes_fires(make_client: ClientFactory) -
     assert (task.type, task.queue, task.max_tries) == (go_written.task_type, go_written.queue, go_written.max_tries)
     assert task.deadline is not None and go_written.deadline is not None
     assert task.deadline - due == timedelta(seconds=go_written.deadline)
+
+
+async def test_jitter_longer_than_the_gap_between_due_times_loses_none(make_client: ClientFactory) -> None:
+    clock = ManualClock(datetime.now(UTC))
+    client = await make_client()
+    stored = await Schedules(client, clock=clock).add(Schedule("wide", "* * * * *", "wide", jitter=300))
+    dues = stored.next_times(clock.now(), 8)
+    scheduler = Scheduler(client, name="wide", clock=clock)
+    async with running(scheduler):
+        await leader(scheduler)
+        end = dues[-1] + timedelta(seconds=301)
+        while clock.now() < end:  # five seconds at a time: each due time jittered up to five minutes later
+            await clock.wait_for_sleepers()
+            clock.advance(5)
+        await eventually(lambda: _count(client, "wide:", len(dues)), timeout=10, message="every due time")
+    fired = await task_ids(client, "wide:")
+    assert fired[: len(dues)] == sorted(stored.task_id(due) for due in dues)  # none lost (later ones may follow)
+
+
+async def test_a_hanging_queue_does_not_hold_up_other_schedules(make_client: ClientFactory) -> None:
+    clock = ManualClock(datetime.now(UTC))
+    client = await make_client(retry_window=20, request_timeout=5)
+    await make_client(queue="HANGS")
+    schedules = Schedules(client, clock=clock)
+    slow = await schedules.add(Schedule("slow", "@every 60s", "slow", queue="HANGS"))
+    fast = await schedules.add(Schedule("fast", "@every 60s", "fast", created_at=slow.created))
+    await client.admin.delete_queue("HANGS")
+    hang = await client.nc.subscribe("CHORIA_AJ.Q.HANGS.>")  # takes the item publish, never answers it
+    try:
+        scheduler = Scheduler(client, name="unblocked", clock=clock)
+        async with running(scheduler):
+            await leader(scheduler)
+            clock.set(fast.next_times(clock.now(), 1)[0])
+            await eventually(lambda: _count(client, "fast:", 1), timeout=4, message="the healthy schedule's task")
+    finally:
+        await hang.unsubscribe()
+
+
+def test_created_at_far_in_the_future_is_refused() -> None:
+    with pytest.raises(InvalidSchedule, match=r"created_at 9999-12-31T23:30:00.*is out of range"):
+        Schedule("far", "@every 1m", "t", created_at=datetime(9999, 12, 31, 23, 30, tzinfo=UTC))
+
+
+async def test_a_broken_stored_schedule_is_ignored_with_a_warning(
+    make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await make_client()
+    configs = client.key_value(CONFIG_BUCKET)
+    far = b'{"name":"far","schedule":"@every 1m","queue":"SCHED","task_type":"t","payload":null,"max_tries":1,'
+    await configs.create(SCHEDULE_KEY_PREFIX + "far", far + b'"created_at":"9999-12-31T23:30:00Z"}')
+    good = await Schedules(client).add(Schedule("good", "@every 1m", "t"))
+    await configs.create(SCHEDULE_KEY_PREFIX + "alias", encode_schedule(good))  # named "good" inside
+    scheduler = Scheduler(client, name="survivor")
+    async with running(scheduler) as tasks:
+        await leader(scheduler)
+        await eventually(lambda: "good" in scheduler.schedules or None, timeout=10, message="the good schedule")
+        assert set(scheduler.schedules) == {"good"}
+        assert not tasks[0].done()
+    assert "ignoring the stored schedule far" in caplog.text
+    assert "ignoring the schedule stored at scheduled_tasks.alias: it is named 'good' inside" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["*", ">", "a.b", "", "bad name"])
+async def test_schedule_names_are_never_key_patterns(make_client: ClientFactory, name: str) -> None:
+    schedules = Schedules(await make_client())
+    await schedules.add(Schedule("beta", "@daily", "t"))
+    for call in (schedules.get, schedules.pause, schedules.remove):
+        with pytest.raises(InvalidSchedule, match="schedule name"):
+            await call(name)
+    assert not (await schedules.get("beta")).paused
+
+
+async def test_cancelling_twice_leaves_nothing_running(make_client: ClientFactory) -> None:
+    scheduler = Scheduler(await make_client(), name="twice")
+    run = asyncio.create_task(scheduler.run())
+    await leader(scheduler)
+    run.cancel()
+    await asyncio.sleep(0)
+    run.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(run, 15)
+    left = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("scheduler twice")]
+    assert left == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_stopping_while_nats_is_down_is_bounded() -> None:
+    from asyncjobs.server import NatsServer
+
+    async with NatsServer() as server:
+        client = await asyncjobs.connect(server.url, queue="SCHED", retry_window=30)
+        try:
+            scheduler = Scheduler(client, name="outage")
+            run = asyncio.create_task(scheduler.run())
+            await leader(scheduler)
+            await server.stop()
+            started = asyncio.get_running_loop().time()
+            run.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(run, 30)
+            took = asyncio.get_running_loop().time() - started
+        finally:
+            await client.close()
+    assert took < 15, f"stopping took {took:.1f}s"  # within a systemd TimeoutStopSec of 15 s, not the retry window
