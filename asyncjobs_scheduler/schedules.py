@@ -102,6 +102,10 @@ class Schedules:
             await self._kv.delete(_key(name), revision=revision)
         except TaskConflict:
             await self._kv.delete(_key(name))  # changed meanwhile: remove it all the same
+        try:
+            await self._kv.delete(FIRED_KEY_PREFIX + name)  # the leaders' record of it goes too
+        except AsyncJobsError as exc:
+            log.debug("could not delete the record of schedule %s: %s", name, exc)
         log.info("schedule %s removed", name)
 
     async def list(self) -> list[Schedule]:
