@@ -27,7 +27,7 @@ from asyncjobs.queue import Queue
 from asyncjobs.reconciler import Reconciler
 from asyncjobs.router import Router
 from asyncjobs.serving import Monitor
-from asyncjobs.signing import TaskSigner, TaskVerifier
+from asyncjobs.signing import signer_for, verifier_for
 from asyncjobs.storage import Storage
 from asyncjobs.task import Task, TaskState
 from asyncjobs.wiretime import to_ns
@@ -59,8 +59,18 @@ class Client:
         self._js = JetStream(
             nc, timeout=options.request_timeout, api_prefix=options.api_prefix, retry_window=options.retry_window
         )
-        self._signer = _signer(options)
-        self._storage = Storage(nc, self._js, discard=options.discard, verifier=_verifier(options, self._signer))
+        self._signer = signer_for(options.signing_seed, options.signing_seed_file)
+        self._storage = Storage(
+            nc,
+            self._js,
+            discard=options.discard,
+            verifier=verifier_for(
+                options.verification_key,
+                options.verification_key_file,
+                self._signer,
+                optional=options.signatures_optional,
+            ),
+        )
         self._queue = options.queue
         self._state = _Lifecycle.NEW
         self._workers: set[asyncio.Task[None]] = set()
@@ -389,25 +399,3 @@ class Client:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close()
-
-
-def _signer(options: ClientOptions) -> TaskSigner | None:
-    if options.signing_seed is not None:
-        return TaskSigner.from_seed(options.signing_seed)
-    if options.signing_seed_file is not None:
-        return TaskSigner.from_seed_file(options.signing_seed_file)
-    return None
-
-
-def _verifier(options: ClientOptions, signer: TaskSigner | None) -> TaskVerifier | None:
-    optional = options.signatures_optional
-    if options.verification_key is not None:
-        return TaskVerifier.from_public_key(options.verification_key, optional=optional)
-    if options.verification_key_file is not None:
-        return TaskVerifier.from_public_key_file(options.verification_key_file, optional=optional)
-    if signer is not None:
-        # Go documents that a signing seed (or seed file) also verifies but never does (docs/decisions.md, Quirks of
-        # the Go implementation, item 10); we do, with every key the signer has used, so a rotated seed file does
-        # not reject the client's own tasks.
-        return TaskVerifier.for_signer(signer, optional=optional)
-    return None

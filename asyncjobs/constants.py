@@ -116,3 +116,13 @@ MAX_QUEUE_NAME_LENGTH: Final = MAX_STREAM_NAME_LENGTH - len(QUEUE_STREAM_PREFIX)
 ERR_DUPLICATE_ITEM: Final = "duplicate work queue item"
 ERR_DEPENDENCIES_FAILED: Final = "task dependencies failed"
 ERR_TERMINATE_SUFFIX: Final = "terminate task"
+
+# Key-value buckets and push consumers, as nats.go and nats-server write them.
+KV_OPERATION_HEADER: Final = "KV-Operation"
+"""Set on delete and purge markers; a value without it is a plain put."""
+KV_DELETE: Final = "DEL"
+KV_PURGE: Final = "PURGE"
+HDR_LAST_CONSUMER: Final = "Nats-Last-Consumer"
+HDR_CONSUMER_STALLED: Final = "Nats-Consumer-Stalled"
+STATUS_CONTROL: Final = "100"
+"""The status of idle heartbeats and flow-control requests on a push consumer's deliver subject."""

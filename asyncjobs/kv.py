@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
-from asyncjobs.constants import HDR_EXPECTED_LAST_SUBJECT_SEQ, JS_API_PREFIX
+from asyncjobs.constants import HDR_EXPECTED_LAST_SUBJECT_SEQ, JS_API_PREFIX, KV_DELETE, KV_OPERATION_HEADER
 from asyncjobs.errors import ConfigurationError, TaskConflict, TaskNotFound
 from asyncjobs.jsapi import DEFAULT_ERRORS, TASK_ERRORS, JetStream
 from asyncjobs.stored import StoredMessage, decode_stored
@@ -28,14 +28,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("asyncjobs")
 
-KV_OPERATION_HEADER: Final = "KV-Operation"
-"""Set on delete and purge markers; a value without it is a plain put."""
-KV_DELETE: Final = "DEL"
-KV_PURGE: Final = "PURGE"
-HDR_LAST_CONSUMER: Final = "Nats-Last-Consumer"
-HDR_CONSUMER_STALLED: Final = "Nats-Consumer-Stalled"
-STATUS_CONTROL: Final = "100"
-"""The status of idle heartbeats and flow-control requests on a push consumer's deliver subject."""
 WATCH_HEARTBEAT_S: Final = 1.0
 WATCH_MISSED_HEARTBEATS: Final = 3
 """A watch that hears nothing (not even a heartbeat) for this many heartbeat intervals creates its consumer again."""

@@ -18,15 +18,17 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from asyncjobs.constants import HDR_STATUS
-from asyncjobs.errors import ClientClosedError, JetStreamError
-from asyncjobs.kv import (
+from asyncjobs.constants import (
     HDR_CONSUMER_STALLED,
     HDR_LAST_CONSUMER,
+    HDR_STATUS,
     KV_DELETE,
     KV_OPERATION_HEADER,
     KV_PURGE,
     STATUS_CONTROL,
+)
+from asyncjobs.errors import ClientClosedError, JetStreamError
+from asyncjobs.kv import (
     WATCH_INACTIVE_THRESHOLD_S,
     WATCH_LOG_EVERY_S,
     WATCH_MISSED_HEARTBEATS,

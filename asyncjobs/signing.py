@@ -41,6 +41,8 @@ __all__ = [
     "TaskVerifier",
     "generate_key_pair",
     "signature_envelope",
+    "signer_for",
+    "verifier_for",
     "write_key_pair",
 ]
 
@@ -301,3 +303,28 @@ def _crypto_exceptions() -> type[Exception]:
     from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
 
     return CryptoInvalidSignature
+
+
+def signer_for(seed: bytes | str | None, seed_file: str | None) -> TaskSigner | None:
+    """The signer a client's ``signing_seed`` or ``signing_seed_file`` asks for, if any."""
+    if seed is not None:
+        return TaskSigner.from_seed(seed)
+    if seed_file is not None:
+        return TaskSigner.from_seed_file(seed_file)
+    return None
+
+
+def verifier_for(
+    key: bytes | str | None, key_file: str | None, signer: TaskSigner | None, *, optional: bool
+) -> TaskVerifier | None:
+    """The verifier a client's options ask for: its verification key, else its own signer's keys, else none."""
+    if key is not None:
+        return TaskVerifier.from_public_key(key, optional=optional)
+    if key_file is not None:
+        return TaskVerifier.from_public_key_file(key_file, optional=optional)
+    if signer is not None:
+        # Go documents that a signing seed (or seed file) also verifies but never does (docs/decisions.md, Quirks of
+        # the Go implementation, item 10); we do, with every key the signer has used, so a rotated seed file does
+        # not reject the client's own tasks.
+        return TaskVerifier.for_signer(signer, optional=optional)
+    return None
