@@ -344,6 +344,10 @@ async def test_keep_alive_sends_wpi_for_deliveries_still_in_process(make_client:
     assert worker.upkeep.send_keep_alives(101.0, every=1.0) == 1
     assert worker.upkeep.send_keep_alives(101.5, every=1.0) == 0  # the old one was just refreshed
     assert worker.upkeep.send_keep_alives(102.0, every=1.0) == 2
+    # The beats are sent by tasks of their own: wait for them, then for the bytes to leave and come back.
+    await asyncio.gather(*list(worker.upkeep._beats))
+    await client.nc.flush()
+    await nc.flush()
     await eventually(lambda: sorted(beats) == ["wpi.new", "wpi.old", "wpi.old"], message="three +WPI")
 
 
