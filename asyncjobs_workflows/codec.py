@@ -10,7 +10,8 @@ from typing import Any
 
 import orjson
 
-from asyncjobs_workflows.definition import STEP_KEYS, WORKFLOW_KEYS, YAML_EXTRA, Step, Trigger, Workflow
+from asyncjobs_workflows.constants import STEP_KEYS, WORKFLOW_KEYS, YAML_EXTRA
+from asyncjobs_workflows.definition import Step, Trigger, Workflow
 from asyncjobs_workflows.errors import InvalidWorkflow
 
 

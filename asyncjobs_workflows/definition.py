@@ -14,11 +14,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from asyncjobs import ConfigurationError
 from asyncjobs.names import validate_name
 from asyncjobs.task import encode_payload
+from asyncjobs_workflows.constants import (
+    MAX_PARENTS,
+    MAX_STEP_NAME_LENGTH,
+    MAX_STEPS,
+    MAX_WORKFLOW_NAME_LENGTH,
+    YAML_EXTRA,
+)
 from asyncjobs_workflows.errors import InvalidWorkflow
 
 if TYPE_CHECKING:
@@ -34,30 +41,6 @@ __all__ = [
     "Trigger",
     "Workflow",
 ]
-
-MAX_STEPS: Final = 10_000
-"""The most steps a workflow may have: each step becomes a task per run, and the definition is stored as one value."""
-MAX_PARENTS: Final = 1_000
-"""The most steps one step may wait for: each parent becomes a task dependency, loaded with the task."""
-MAX_WORKFLOW_NAME_LENGTH: Final = 128
-"""The longest workflow name; workflow, run and step names together must fit a task id."""
-MAX_STEP_NAME_LENGTH: Final = 128
-"""The longest step name."""
-YAML_EXTRA: Final = "workflows-yaml"
-"""The extra that installs PyYAML for :meth:`Workflow.from_yaml`."""
-
-STEP_KEYS: Final = (
-    "name",
-    "task_type",
-    "payload",
-    "payload_base64",
-    "after",
-    "trigger",
-    "max_tries",
-    "deadline",
-    "load_dependencies",
-)
-WORKFLOW_KEYS: Final = ("name", "steps")
 
 
 class Trigger(StrEnum):
