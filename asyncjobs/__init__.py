@@ -48,6 +48,7 @@ from asyncjobs.errors import (
     TerminateTask,
     WaitTimeout,
 )
+from asyncjobs.eventfeed import EventFeed, FeedItem
 from asyncjobs.events import EventStream
 from asyncjobs.options import ClientOptions
 from asyncjobs.queue import Queue
@@ -65,6 +66,7 @@ from asyncjobs.retry import (
 )
 from asyncjobs.router import Handler, Middleware, Router, chain
 from asyncjobs.runner import run_worker, run_worker_async
+from asyncjobs.staged import StagedTasks
 from asyncjobs.task import (
     DISCARDABLE_STATES,
     ENQUEUEABLE_STATES,
@@ -96,9 +98,11 @@ __all__ = [
     "DuplicateTaskError",
     "EnqueueError",
     "Event",
+    "EventFeed",
     "EventStream",
     "ExponentialPolicy",
     "ExternalCommand",
+    "FeedItem",
     "Handler",
     "HandlerNotSupported",
     "InvalidNameError",
@@ -120,6 +124,7 @@ __all__ = [
     "RetryPolicy",
     "Router",
     "SignatureError",
+    "StagedTasks",
     "Task",
     "TaskConflict",
     "TaskNotFound",

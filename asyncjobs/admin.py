@@ -22,6 +22,7 @@ from asyncjobs.errors import AsyncJobsError, ConfigurationError
 from asyncjobs.jsapi import QUEUE_ERRORS, JetStream
 from asyncjobs.kv import KeyValue
 from asyncjobs.listing import stored_tasks
+from asyncjobs.provisioning import bucket_stream_config, ensure_stream, prepare_events
 from asyncjobs.queue import Queue
 from asyncjobs.storage import Storage
 from asyncjobs.task import FAILED_STATES, Task, TaskState, validate_name
@@ -72,9 +73,53 @@ class TaskStoreInfo:
 class Admin:
     """Queue and task-store administration for a connected client (``client.admin``)."""
 
-    def __init__(self, storage: Storage, js: JetStream) -> None:
+    def __init__(
+        self, storage: Storage, js: JetStream, *, replicas: int = 1, memory: bool = False, events_retention_ns: int = 0
+    ) -> None:
         self._storage = storage
         self._js = js
+        self._replicas = replicas
+        self._memory = memory
+        self._events_retention_ns = events_retention_ns
+
+    async def ensure_events_stream(self) -> None:
+        """Create the stream that keeps lifecycle events (``CHORIA_AJ_EVENTS``) when it does not exist.
+
+        A client with ``persist_events=True`` does this when it connects. It is created with the client's
+        ``replicas``, storage and ``events_retention``; an existing stream is used as it is.
+
+        Raises:
+            JetStreamError: the stream could not be created.
+        """
+        await prepare_events(
+            self._js, replicas=self._replicas, memory=self._memory, retention_ns=self._events_retention_ns
+        )
+
+    async def ensure_bucket(
+        self, bucket: str, *, description: str = "", ttl: float | timedelta | None = None
+    ) -> KeyValue:
+        """Create a key-value bucket laid out as nats.go lays one out, when it does not exist; return it.
+
+        Extensions keep their state this way (the workflow runs bucket, for one). The bucket keeps one value per key,
+        with the client's ``replicas`` and storage; an existing bucket is used as it is.
+
+        Args:
+            bucket: the bucket name (``^[a-zA-Z0-9_-]+$``).
+            description: the description of its stream.
+            ttl: seconds after which a value is removed; ``None`` keeps values until deleted.
+
+        Raises:
+            ConfigurationError: an invalid name or ttl.
+            JetStreamError: the bucket could not be created.
+        """
+        validate_name(bucket, "bucket name")
+        if ":" in bucket:
+            raise ConfigurationError(f"bucket name {bucket!r} may not contain ':': use '_' or '-'")
+        config = bucket_stream_config(
+            bucket, description, ttl_ns=to_ns(ttl, name="ttl"), replicas=self._replicas, memory=self._memory
+        )
+        await ensure_stream(self._js, config, f"preparing the {bucket} bucket")
+        return KeyValue(self._js, bucket)
 
     async def queue_names(self) -> list[str]:
         """Names of every queue on the server."""

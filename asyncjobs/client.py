@@ -28,6 +28,7 @@ from asyncjobs.reconciler import Reconciler
 from asyncjobs.router import Router
 from asyncjobs.serving import Monitor
 from asyncjobs.signing import signer_for, verifier_for
+from asyncjobs.staged import StagedTasks
 from asyncjobs.storage import Storage
 from asyncjobs.task import Task, TaskState
 from asyncjobs.wiretime import to_ns
@@ -77,8 +78,18 @@ class Client:
         self._enqueues: set[asyncio.Future[Any]] = set()
         self._monitor: Monitor | None = None
         self._created_queue = False
-        self.admin = Admin(self._storage, self._js)
+        self.admin = Admin(
+            self._storage,
+            self._js,
+            replicas=options.replicas,
+            memory=options.memory_storage,
+            events_retention_ns=to_ns(options.events_retention, name=""),
+        )
         """Queue and task-store administration."""
+        self.staged = StagedTasks(
+            self._storage, self._js, lambda: self._queue, self._sign, self._shielded, self._check_open
+        )
+        """Tasks stored without a work item and released onto the queue later (workflows, approval gates)."""
 
     async def _open(self) -> None:
         opts = self._options

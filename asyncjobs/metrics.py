@@ -298,6 +298,28 @@ class Metrics:
         self.election_campaigns: Final = Counter(
             "choria_asyncjobs_election_campaigns", "Election campaigns by candidate state", (*election, "state")
         )
+        workflow = ("workflow",)
+        self.workflow_runs_started: Final = Counter(
+            "choria_asyncjobs_workflow_runs_started_total", "Workflow runs submitted", workflow
+        )
+        self.workflow_runs_finished: Final = Counter(
+            "choria_asyncjobs_workflow_runs_finished_total",
+            "Workflow runs that ended, by outcome (complete, failed, cancelled)",
+            ("workflow", "state"),
+        )
+        self.workflow_steps_decided: Final = Counter(
+            "choria_asyncjobs_workflow_steps_decided_total",
+            "Workflow steps decided by a releaser, by decision (released, skipped, unreachable)",
+            ("workflow", "decision"),
+        )
+        self.workflow_release_seconds: Final = Summary(
+            "choria_asyncjobs_workflow_release_seconds",
+            "Seconds from a parent's final state being stored to its child's work item being queued",
+            workflow,
+        )
+        self.workflow_events_total: Final = Counter(
+            "choria_asyncjobs_workflow_events_total", "Task events read by workflow releasers, by kind", ("kind",)
+        )
         self.election_leader: Final = Gauge("choria_asyncjobs_election_leader", "1 while this instance leads", election)
         self.election_interval_seconds: Final = Gauge(
             "choria_asyncjobs_election_interval_seconds", "Seconds between election campaigns", election

@@ -49,6 +49,7 @@ class Puller:
         deliver: called with each message; the caller must call :meth:`release` when it is finished with it.
         on_recovered: called when the consumer answers again after a disturbance (lost pull requests, a leader
             change, no responders, a reconnect).
+        count_polls: count pull requests and their errors in the queue's poll metrics (off for other consumers).
     """
 
     def __init__(
@@ -60,8 +61,10 @@ class Puller:
         slots: int,
         deliver: Callable[[Msg], None],
         on_recovered: Callable[[], None] | None = None,
+        count_polls: bool = True,
     ) -> None:
         self.nc = nc
+        self.count_polls = count_polls
         self.on_recovered = on_recovered
         self.disturbed = False
         self.next_subject = next_subject
@@ -135,11 +138,12 @@ class Puller:
 
     async def _request(self, batch: int) -> None:
         body = orjson.dumps({"batch": batch, "expires": PULL_EXPIRES_NS, "idle_heartbeat": IDLE_HEARTBEAT_NS})
-        METRICS.poll_total.labels(self.queue).inc()
+        if self.count_polls:
+            METRICS.poll_total.labels(self.queue).inc()
         try:
             await self.nc.publish(self.next_subject, body, reply=self.inbox)
         except Exception as exc:
-            METRICS.poll_error_total.labels(self.queue).inc()
+            self._count_error()
             if self.nc.is_closed:
                 return  # run() ends the worker
             self.errors += 1
@@ -152,6 +156,10 @@ class Puller:
         if self.outstanding == 0:
             self.last_activity = time.monotonic()
         self.outstanding += batch
+
+    def _count_error(self) -> None:
+        if self.count_polls:
+            METRICS.poll_error_total.labels(self.queue).inc()
 
     def _answered(self) -> None:
         # A message or a heartbeat from the consumer: whatever disturbed it is over.
@@ -193,7 +201,7 @@ class Puller:
             # queue (or its WORKERS consumer) was deleted.
             self.errors += 1
             self.disturbed = True
-            METRICS.poll_error_total.labels(self.queue).inc()
+            self._count_error()
             delay = min(RETRY_LINEAR_TEN_SECONDS.delay(self.errors), MAX_NO_RESPONDERS_WAIT_S)
             log.warning(
                 "queue %s: no responders for its WORKERS consumer: it has no leader (a leader election, or the "
@@ -208,7 +216,7 @@ class Puller:
                 self.disturbed = True
                 log.info("queue %s: the consumer's leader changed, re-issuing pull requests", self.queue)
             elif "Exceeded MaxWaiting" not in description:
-                METRICS.poll_error_total.labels(self.queue).inc()
+                self._count_error()
                 log.warning("queue %s: pull request ended: %s", self.queue, description or status)
                 await asyncio.sleep(RETRY_LINEAR_TEN_SECONDS.delay(1))
         self.wake.set()

@@ -48,6 +48,7 @@ def workflow_from_dict(cls: type[Workflow], data: Mapping[str, Any]) -> Workflow
             max_tries=raw.get("max_tries"),
             deadline=raw.get("deadline"),
             load_dependencies=raw.get("load_dependencies", False),
+            when=raw.get("when"),
         )
     workflow.validate()
     return workflow
@@ -131,4 +132,8 @@ def step_to_dict(step: Step) -> dict[str, Any]:
         out["deadline"] = step.deadline
     if step.load_dependencies:
         out["load_dependencies"] = True
+    if step.when:
+        # One condition as a mapping, the way people write it; several as a list, all of which must hold.
+        conditions = [condition.to_dict() for condition in step.when]
+        out["when"] = conditions[0] if len(conditions) == 1 else conditions
     return out

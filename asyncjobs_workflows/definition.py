@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from asyncjobs import ConfigurationError
 from asyncjobs.names import validate_name
 from asyncjobs.task import encode_payload
+from asyncjobs_workflows.conditions import Condition, conditions_from
 from asyncjobs_workflows.constants import (
     MAX_PARENTS,
     MAX_STEP_NAME_LENGTH,
@@ -75,6 +76,8 @@ class Step:
     """Seconds after the step's release after which its task is not started; ``None`` for no deadline."""
     load_dependencies: bool = False
     """Whether the handler receives the results of the parents' tasks."""
+    when: tuple[Condition, ...] = ()
+    """Conditions on parents' results; if one is false when the step is released, the step is skipped."""
 
 
 class Workflow:
@@ -133,6 +136,7 @@ class Workflow:
         max_tries: int | None = None,
         deadline: float | timedelta | None = None,
         load_dependencies: bool = False,
+        when: Condition | Mapping[str, Any] | Sequence[Condition | Mapping[str, Any]] | None = None,
     ) -> Workflow:
         """Add a step; returns the workflow itself, so calls chain.
 
@@ -149,6 +153,9 @@ class Workflow:
             deadline: seconds (or a ``timedelta``) after the step's release after which its task is not started;
                 more than 0, or ``None`` for no deadline.
             load_dependencies: whether the handler receives the parents' results.
+            when: a :class:`~asyncjobs_workflows.conditions.Condition` on a parent's result, its dict shape, or a
+                list of them, each testing a step in ``after``: if one is false when the step is released, the step
+                is skipped, and so are its ``all_success`` children (see :mod:`asyncjobs_workflows.conditions`).
 
         Returns:
             This workflow.
@@ -168,15 +175,17 @@ class Workflow:
             encoded = encode_payload(payload)
         except ConfigurationError as exc:
             raise InvalidWorkflow(f"{where}: {exc}") from exc
+        parents = self._checked_after(after, step_name, where)
         step = Step(
             name=step_name,
             task_type=self._checked(task_type, "task type", where, None),
             payload=encoded,
-            after=self._checked_after(after, step_name, where),
+            after=parents,
             trigger=_trigger(trigger, where),
             max_tries=_max_tries(max_tries, where),
             deadline=_deadline(deadline, where),
             load_dependencies=_flag(load_dependencies, where),
+            when=conditions_from(when, where, parents=parents),
         )
         self._steps[step_name] = step
         self._graph = None
@@ -214,7 +223,7 @@ class Workflow:
         """Build and validate a workflow from ``{"name": ..., "steps": [{"name": ..., "task_type": ...}, ...]}``.
 
         Each step may also have ``payload`` (a JSON value) or ``payload_base64`` (raw bytes, standard base64),
-        ``after``, ``trigger``, ``max_tries``, ``deadline`` (seconds) and ``load_dependencies``.
+        ``after``, ``trigger``, ``max_tries``, ``deadline`` (seconds), ``load_dependencies`` and ``when``.
 
         Raises:
             InvalidWorkflow: the data has the wrong shape or the workflow is invalid.

@@ -5,14 +5,16 @@ They hang under the core tree's root, so ``except asyncjobs.AsyncJobsError`` als
     AsyncJobsError
     └── WorkflowError                        root of the workflows extension's errors
         ├── InvalidWorkflow (ValueError)     a definition is invalid: bad name, unknown parent, cycle, limit, ...
-        └── WorkflowNotFound (LookupError)   no workflow is stored under that name
+        ├── WorkflowNotFound (LookupError)   no workflow run has that id
+        ├── DuplicateRun                     a run with that id exists with another definition or queue
+        └── RunStateError                    the run is not in a state that allows the call (retry a running run)
 """
 
 from __future__ import annotations
 
 from asyncjobs import AsyncJobsError
 
-__all__ = ["InvalidWorkflow", "WorkflowError", "WorkflowNotFound"]
+__all__ = ["DuplicateRun", "InvalidWorkflow", "RunStateError", "WorkflowError", "WorkflowNotFound"]
 
 
 class WorkflowError(AsyncJobsError):
@@ -24,4 +26,12 @@ class InvalidWorkflow(WorkflowError, ValueError):
 
 
 class WorkflowNotFound(WorkflowError, LookupError):
-    """No workflow is stored under the requested name."""
+    """No workflow run has the requested id."""
+
+
+class DuplicateRun(WorkflowError):
+    """A run with that id exists, submitted with another definition or on another queue."""
+
+
+class RunStateError(WorkflowError):
+    """The run's state does not allow the call: retrying a run that is still running or that completed."""

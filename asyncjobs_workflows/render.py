@@ -4,6 +4,7 @@ Both renderers take an optional mapping of step name to state label (``"complete
 same code draws a definition and, later, a run. A label in :data:`STATE_COLOURS` also colours its step; any other
 label is shown but not coloured. Output is deterministic: steps in topological order, ties by name, and edges in
 the order of their child, then parent. Edges into an ``all_done`` step are dashed: it runs whatever its parents do.
+An edge from a parent whose result the child's ``when=`` tests is labelled ``when``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Final
 from asyncjobs import ConfigurationError
 from asyncjobs_workflows.definition import Trigger, Workflow
 
-__all__ = ["STATE_COLOURS", "dot", "mermaid"]
+__all__ = ["STATE_COLOURS", "WHEN_LABEL", "dot", "mermaid"]
 
 STATE_COLOURS: Final[Mapping[str, str]] = {
     "pending": "#f5f5f5",
@@ -27,7 +28,16 @@ STATE_COLOURS: Final[Mapping[str, str]] = {
 """The fill colour of each known state label."""
 DEFAULT_FILL: Final = "#ffffff"
 """The fill colour of a step without a known state."""
+WHEN_LABEL: Final = "when"
+"""The label of an edge from a parent whose result the child's conditions test."""
 
+# Mermaid arrows by (dashed, tested by a condition).
+_MERMAID_ARROWS: Final = {
+    (False, False): "-->",
+    (True, False): "-.->",
+    (False, True): f"-->|{WHEN_LABEL}|",
+    (True, True): f"-. {WHEN_LABEL} .->",
+}
 _MERMAID_SAFE: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _:-.")
 
 
@@ -63,8 +73,8 @@ def mermaid(workflow: Workflow, states: Mapping[str, str] | None = None) -> str:
         label = "<br/>".join(_mermaid_text(part) for part in parts)
         suffix = f":::{state}" if state in STATE_COLOURS else ""
         lines.append(f'    {ids[name]}["{label}"]{suffix}')
-    for child, parent, dashed in _edges(workflow, order):
-        lines.append(f"    {ids[parent]} {'-.->' if dashed else '-->'} {ids[child]}")
+    for child, parent, dashed, tested in _edges(workflow, order):
+        lines.append(f"    {ids[parent]} {_MERMAID_ARROWS[dashed, tested]} {ids[child]}")
     return "\n".join(lines) + "\n"
 
 
@@ -99,21 +109,23 @@ def dot(workflow: Workflow, states: Mapping[str, str] | None = None) -> str:
                 attributes = f', fillcolor="{STATE_COLOURS[state]}"'
         label = _dot_quote("\n".join(parts))
         lines.append(f"    {_dot_quote(name)} [label={label}{attributes}];")
-    for child, parent, dashed in _edges(workflow, order):
-        style = " [style=dashed]" if dashed else ""
+    for child, parent, dashed, tested in _edges(workflow, order):
+        edge = (["style=dashed"] if dashed else []) + ([f"label={_dot_quote(WHEN_LABEL)}"] if tested else [])
+        style = f" [{', '.join(edge)}]" if edge else ""
         lines.append(f"    {_dot_quote(parent)} -> {_dot_quote(child)}{style};")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
-def _edges(workflow: Workflow, order: tuple[str, ...]) -> list[tuple[str, str, bool]]:
-    """(child, parent, dashed) for every dependency, by child then parent in topological order."""
+def _edges(workflow: Workflow, order: tuple[str, ...]) -> list[tuple[str, str, bool, bool]]:
+    """(child, parent, dashed, tested by a condition) for each dependency, by child then parent in topological order."""
     position = {name: index for index, name in enumerate(order)}
     edges = []
     for child in order:
         step = workflow.steps[child]
+        tested = {condition.step for condition in step.when}
         for parent in sorted(step.after, key=position.__getitem__):
-            edges.append((child, parent, step.trigger is Trigger.ALL_DONE))
+            edges.append((child, parent, step.trigger is Trigger.ALL_DONE, parent in tested))
     return edges
 
 

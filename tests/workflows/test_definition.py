@@ -13,6 +13,7 @@ import pytest
 
 from asyncjobs import AsyncJobsError
 from asyncjobs_workflows import InvalidWorkflow, Step, Trigger, Workflow, WorkflowError, WorkflowNotFound
+from asyncjobs_workflows.conditions import Condition
 from asyncjobs_workflows.definition import MAX_PARENTS, MAX_STEPS
 
 HAS_YAML = importlib.util.find_spec("yaml") is not None
@@ -343,6 +344,146 @@ def test_from_yaml_without_pyyaml(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "yaml", None)  # makes `import yaml` raise ImportError
     with pytest.raises(InvalidWorkflow, match=r"needs PyYAML: pip install 'asyncjobs\[workflows-yaml\]'"):
         Workflow.from_yaml(YAML_TEXT)
+
+
+# -- conditions (when=) ---------------------------------------------------------------------------------------------
+
+OK = Condition("check", "status", equals="ok")
+HAS_ROWS = Condition("load", "rows.0", exists=True)
+
+
+def gated(**kwargs: Any) -> Workflow:
+    return Workflow("w").step("check", "t").step("load", "t").step("b", "t", after=["check", "load"], **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("when", "expected"),
+    [
+        (None, ()),
+        ([], ()),
+        (OK, (OK,)),
+        ({"step": "check", "path": "status", "equals": "ok"}, (OK,)),
+        ([OK, {"step": "load", "path": "rows.0", "exists": True}], (OK, HAS_ROWS)),
+        ((HAS_ROWS, OK), (HAS_ROWS, OK)),
+    ],
+    ids=["none", "empty", "condition", "mapping", "list", "tuple"],
+)
+def test_step_when(when: Any, expected: tuple[Condition, ...]) -> None:
+    step = gated(when=when).steps["b"]
+    assert step.when == expected
+    assert step == Step("b", "t", None, ("check", "load"), Trigger.ALL_SUCCESS, None, None, False, expected)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"when": Condition("other", equals=1)},
+            "^workflow 'w': step 'b': its condition tests step 'other', which is not in after=: "
+            "add it to after= or test a parent$",
+        ),
+        ({"when": [OK, {"step": "b", "exists": True}]}, "its condition tests step 'b', which is not in after="),
+        ({"when": {"step": "check"}}, "^workflow 'w': step 'b': condition needs exactly one operator of equals,"),
+        ({"when": [OK, {"step": "check", "in": 1}]}, "step 'b': condition #2: 'in' must be a list of JSON values"),
+        ({"when": "check"}, "step 'b': when= must be a Condition, a mapping .* not str"),
+    ],
+)
+def test_step_when_rejects_at_once(kwargs: dict[str, Any], message: str) -> None:
+    wf = Workflow("w").step("check", "t").step("load", "t")
+    with pytest.raises(InvalidWorkflow, match=message):
+        wf.step("b", "t", after=["check", "load"], **kwargs)
+    assert list(wf.steps) == ["check", "load"], "a refused step is not added"
+
+
+def test_condition_on_a_root_step() -> None:
+    with pytest.raises(InvalidWorkflow, match="step 'a': its condition tests step 'check', which is not in after="):
+        Workflow("w").step("a", "t", when=OK)
+
+
+WHEN = {
+    "name": "gate",
+    "steps": [
+        {"name": "check", "task_type": "t:check"},
+        {"name": "load", "task_type": "t:load"},
+        {"name": "one", "task_type": "t", "after": ["check"], "when": {"step": "check", "path": "ok", "equals": True}},
+        {
+            "name": "all",
+            "task_type": "t",
+            "after": ["check", "load"],
+            "trigger": "all_done",
+            "when": [
+                {"step": "check", "path": "level", "in": ["warn", "error"]},
+                {"step": "load", "path": "rows.0.id", "not_equals": None},
+                {"step": "load", "exists": False},
+            ],
+        },
+    ],
+}
+
+WHEN_YAML = """
+name: gate
+steps:
+  - {name: check, task_type: "t:check"}
+  - {name: load, task_type: "t:load"}
+  - name: one
+    task_type: t
+    after: [check]
+    when: {step: check, path: ok, equals: true}
+  - name: all
+    task_type: t
+    after: [check, load]
+    trigger: all_done
+    when:
+      - step: check
+        path: level
+        in: [warn, error]
+      - {step: load, path: rows.0.id, not_equals: null}
+      - {step: load, exists: false}
+"""
+
+
+def test_when_from_dict_and_back() -> None:
+    wf = Workflow.from_dict(WHEN)
+    assert wf.steps["one"].when == (Condition("check", "ok", equals=True),)
+    assert wf.steps["all"].when == (
+        Condition("check", "level", in_=["warn", "error"]),
+        Condition("load", "rows.0.id", not_equals=None),
+        Condition("load", exists=False),
+    )
+    assert wf.to_dict() == WHEN
+    assert Workflow.from_dict(wf.to_dict()) == wf
+    assert Workflow.from_json(orjson.dumps(wf.to_dict())) == wf
+
+
+def test_when_in_python_round_trips() -> None:
+    wf = gated(when=[OK, HAS_ROWS]).step("c", "t", after="b", when={"step": "b", "equals": 1.5})
+    assert wf.to_dict()["steps"][2]["when"] == [OK.to_dict(), HAS_ROWS.to_dict()]
+    assert wf.to_dict()["steps"][3]["when"] == {"step": "b", "equals": 1.5}
+    assert Workflow.from_dict(wf.to_dict()) == wf
+    assert Workflow.from_dict(wf.to_dict()) != gated(when=OK).step(
+        "c", "t", after="b", when={"step": "b", "equals": 1.5}
+    )
+
+
+@pytest.mark.skipif(not HAS_YAML, reason="PyYAML is not installed (the workflows-yaml extra)")
+def test_when_from_yaml() -> None:
+    assert Workflow.from_yaml(WHEN_YAML) == Workflow.from_dict(WHEN)
+
+
+@pytest.mark.parametrize(
+    ("when", "message"),
+    [
+        ({"step": "check", "equals": 1, "path": "a..b"}, "workflow 'w': step 'b': condition: path must be a string"),
+        ([{"step": "check", "equal": 1}], "workflow 'w': step 'b': condition #1 has unknown key\\(s\\) 'equal'"),
+        ("check", "workflow 'w': step 'b': when= must be a Condition, a mapping"),
+        ({"step": "ghost", "exists": True}, "step 'b': its condition tests step 'ghost', which is not in after="),
+    ],
+)
+def test_when_from_dict_errors(when: Any, message: str) -> None:
+    data = {"name": "w", "steps": [{"name": "check", "task_type": "t"}, {"name": "b", "task_type": "t"}]}
+    data["steps"][1].update(after=["check"], when=when)  # type: ignore[index]
+    with pytest.raises(InvalidWorkflow, match=message):
+        Workflow.from_dict(data)
 
 
 # -- import isolation -----------------------------------------------------------------------------------------------

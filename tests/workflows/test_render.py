@@ -121,3 +121,32 @@ def test_unknown_step_in_states(render: Renderer) -> None:
 def test_invalid_workflow_is_not_drawn(render: Renderer) -> None:
     with pytest.raises(InvalidWorkflow, match="has a cycle"):
         render(Workflow("w").step("a", "t", after="b").step("b", "t", after="a"))
+
+
+GATED = (
+    Workflow("gate")
+    .step("check", "t")
+    .step("load", "t")
+    .step("run", "t", after=["check", "load"], when={"step": "check", "path": "ok", "equals": True})
+    .step("report", "t", after=["run", "load"], trigger="all_done", when={"step": "load", "exists": True})
+)
+
+
+@pytest.mark.parametrize(
+    ("render", "edges"),
+    [
+        (mermaid, ["    s0 -->|when| s2", "    s1 --> s2", "    s1 -. when .-> s3", "    s2 -.-> s3"]),
+        (
+            dot,
+            [
+                '    "check" -> "run" [label="when"];',
+                '    "load" -> "run";',
+                '    "load" -> "report" [style=dashed, label="when"];',
+                '    "run" -> "report" [style=dashed];',
+            ],
+        ),
+    ],
+    ids=["mermaid", "dot"],
+)
+def test_edges_tested_by_a_condition_are_labelled(render: Renderer, edges: list[str]) -> None:
+    assert [line for line in render(GATED).splitlines() if "->" in line] == edges

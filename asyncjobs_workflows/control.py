@@ -1,0 +1,171 @@
+"""Run control: reading a run's status, cancelling a run, and retrying a failed or cancelled one.
+
+Cancel stores the run ``cancelled`` first, so that no releaser releases anything after it, then stops every step
+that has not started: a blocked step is stored ``terminated`` (marked cancelled), a queued one also has its work
+item withdrawn, so no worker, Go or Python, picks it up. Steps already running finish; their children stay put.
+
+Retry brings back every step that did not complete (failed, unreachable, skipped, cancelled), in topological order
+so a parent is back before its children, as ``blocked`` with a clean slate (no result, ``tries`` 0); then every
+blocked step whose parents are final is decided, which releases the roots and the children of completed steps.
+Completed steps keep their results, which their children receive again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+from asyncjobs import Task, TaskConflict, TaskState
+from asyncjobs.wiretime import parse_time
+from asyncjobs_workflows.constants import LOAD_CONCURRENCY, STARTED_KEY_PREFIX
+from asyncjobs_workflows.decide import Verdict
+from asyncjobs_workflows.engine import DECIDE_ATTEMPTS, Engine, Loaded
+from asyncjobs_workflows.errors import RunStateError, WorkflowError, WorkflowNotFound
+from asyncjobs_workflows.record import RunRecord, RunState, run_key
+from asyncjobs_workflows.runevents import publish_run_event
+from asyncjobs_workflows.status import Outcome, StepStatus, WorkflowRun, outcome_of
+
+__all__ = ["cancel_run", "decide_blocked", "retry_run", "snapshot"]
+
+
+async def require(engine: Engine, run_id: str) -> tuple[RunRecord, Loaded]:
+    """The run's record and definition.
+
+    Raises:
+        WorkflowNotFound: no run has that id.
+    """
+    record = await engine.load_record(run_id)
+    loaded = None if record is None else await engine.loaded(run_id)
+    if record is None or loaded is None:
+        raise WorkflowNotFound(f"no workflow run has id {run_id!r}: list runs with Workflows.list()")
+    return record, loaded
+
+
+async def snapshot(engine: Engine, record: RunRecord, loaded: Loaded) -> WorkflowRun:
+    """The run and the status of each of its steps, as stored now."""
+    tasks = await engine.tasks(record.id, loaded.workflow.steps)
+    started = await _started_times(engine, record.id, loaded)
+    steps: dict[str, StepStatus] = {}
+    for name in loaded.workflow.steps:
+        task = tasks.get(name)
+        if task is None:
+            continue  # not stored yet (a half-submitted run) or erased (task retention)
+        steps[name] = StepStatus.of(name, task, started.get(name))
+    return WorkflowRun(record, loaded.workflow, steps)
+
+
+async def _started_times(engine: Engine, run_id: str, loaded: Loaded) -> dict[str, datetime]:
+    by_index = {index: name for name, index in loaded.graph.index.items()}
+    found: dict[str, datetime] = {}
+    prefix = f"{STARTED_KEY_PREFIX}{run_id}."
+    for entry in await (await engine.kv()).entries(prefix + ">"):
+        name = by_index.get(int(entry.key[len(prefix) :])) if entry.key[len(prefix) :].isdigit() else None
+        if name is None:
+            continue
+        try:
+            found[name] = parse_time(entry.value.decode()).to_datetime()
+        except (ValueError, UnicodeDecodeError):
+            continue
+    return found
+
+
+async def cancel_run(engine: Engine, run_id: str) -> RunRecord:
+    """Cancel a run: store it ``cancelled``, then stop every step that has not started.
+
+    Cancelling a cancelled run stops its steps again (a cancel cut short by a crash is finished this way).
+
+    Raises:
+        WorkflowNotFound: no run has that id.
+        RunStateError: the run already completed or failed.
+    """
+    for _ in range(DECIDE_ATTEMPTS):
+        record, loaded = await require(engine, run_id)
+        if record.state in (RunState.COMPLETE, RunState.FAILED):
+            raise RunStateError(
+                f"workflow run {run_id} already ended {record.state.value}: there is nothing left to cancel"
+            )
+        if record.state is RunState.RUNNING:
+            record = await engine.end_run(record, RunState.CANCELLED)
+            if record.state is not RunState.CANCELLED:
+                continue  # it ended on its own meanwhile: look again
+        break
+    else:
+        raise RunStateError(f"workflow run {run_id} kept changing while it was cancelled: cancel it again")
+    names = list(loaded.graph.order)
+    for start in range(0, len(names), LOAD_CONCURRENCY):
+        chunk = names[start : start + LOAD_CONCURRENCY]
+        await asyncio.gather(*(engine.cancel_step(run_id, name) for name in chunk))
+    return record
+
+
+async def retry_run(engine: Engine, run_id: str) -> RunRecord:
+    """Run again every step of a failed or cancelled run that did not complete.
+
+    Raises:
+        WorkflowNotFound: no run has that id.
+        RunStateError: the run is running or complete.
+    """
+    record, loaded = await require(engine, run_id)
+    if record.state in (RunState.RUNNING, RunState.COMPLETE):
+        hint = "wait for it or cancel it first" if record.state is RunState.RUNNING else "nothing failed"
+        raise RunStateError(
+            f"workflow run {run_id} is {record.state.value}: only failed or cancelled runs can be retried ({hint})"
+        )
+    kv = await engine.kv()
+    revived = record.with_changes(state=RunState.RUNNING, finished=None, generation=record.generation + 1)
+    try:
+        revision = await kv.update(run_key(run_id), revived.encode(), revision=record.revision)
+    except TaskConflict:
+        raise RunStateError(f"workflow run {run_id} changed while it was retried: look at it again") from None
+    revived = revived.with_changes(revision=revision)
+    engine.forget(run_id)
+    await publish_run_event(engine.client, revived)
+    for name in loaded.graph.order:  # parents before children: see the module docstring
+        await _reset(engine, run_id, name)
+    await decide_blocked(engine, revived, loaded)
+    return await engine.finish_if_done(revived, loaded)
+
+
+async def _reset(engine: Engine, run_id: str, name: str) -> None:
+    for _ in range(DECIDE_ATTEMPTS):
+        task = await engine.load_task(run_id, name)
+        if task is None:
+            raise WorkflowError(f"workflow run {run_id}: the task of step {name!r} is gone (task retention?)")
+        if outcome_of(task) in (Outcome.COMPLETE, Outcome.PENDING):
+            return  # completed steps keep their results; steps still queued or running go on
+        _clean(task)
+        try:
+            await engine.client.staged.update(task)
+        except TaskConflict:
+            continue
+        return
+    raise RunStateError(f"workflow run {run_id}: step {name!r} kept changing while it was retried: retry again")
+
+
+def _clean(task: Task) -> None:
+    task.state = TaskState.BLOCKED
+    task.result = None
+    task.dependency_results = {}
+    task.tries = 0
+    task.last_err = ""
+    task.tried_at = None
+    task.deadline_at = None
+
+
+async def decide_blocked(engine: Engine, record: RunRecord, loaded: Loaded) -> None:
+    """Decide every blocked step of a running run, parents first (after a retry, and in a releaser's sweep).
+
+    A released step that lost its work item (a crash between its update and its release) is released again.
+    """
+    for name in loaded.graph.order:
+        task = await engine.load_task(record.id, name)
+        if task is None:
+            continue
+        if task.state == TaskState.BLOCKED:
+            verdict = await engine.decide(record, loaded, name, first=None, since_ns=None)
+            if verdict in (Verdict.SKIP, Verdict.UNREACHABLE):
+                await engine.settle(record, loaded, name, since_ns=None)
+        elif task.state == TaskState.NEW and not await engine.client.staged.queued(task.id, queue=task.queue or None):
+            await engine.client.staged.release(task)
+        else:
+            engine.note(record, name, task)

@@ -1,0 +1,340 @@
+"""The release engine: given a step that reached a final state, decide what its children do, and end the run.
+
+Every decision is a compare-and-set write on the child's task, from ``blocked`` to ``new`` (released: its work
+item is then published), ``unreachable`` (a parent failed) or ``terminated`` with the skip marker (skipped). The
+task store is the one source of truth and a write only lands on the copy the decider read, so any number of
+releasers can decide at once and a child is released at most once. A decider that loses the race reads the child
+again and finds it decided.
+
+Outcomes that are final stay final within a run's generation (only a retry of the run brings a step back), so each
+engine remembers them per ``(run, generation)``: deciding a fan-in step with 1,000 parents does not read 1,000
+tasks each time one of them completes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+import orjson
+
+from asyncjobs import Client, Task, TaskConflict, TaskNotFound, TaskState
+from asyncjobs.kv import KeyValue
+from asyncjobs.metrics import METRICS
+from asyncjobs.wiretime import NS_PER_SECOND, WireTime
+from asyncjobs_workflows.conditions import evaluate_all
+from asyncjobs_workflows.constants import (
+    CANCELLED_ERROR,
+    DEFINITION_KEY_PREFIX,
+    DEPENDENCY_FAILED_PREFIX,
+    RELEASE_CONCURRENCY,
+    RUNS_BUCKET,
+    RUNS_BUCKET_DESCRIPTION,
+    SKIPPED_PREFIX,
+)
+from asyncjobs_workflows.decide import Scan, Verdict
+from asyncjobs_workflows.definition import Step, Workflow
+from asyncjobs_workflows.errors import WorkflowError
+from asyncjobs_workflows.graph import Graph
+from asyncjobs_workflows.record import RunRecord, RunState, run_key, step_task_id
+from asyncjobs_workflows.runevents import publish_run_event
+from asyncjobs_workflows.status import Outcome, outcome_of
+
+__all__ = ["Engine", "Loaded"]
+
+log = logging.getLogger("asyncjobs.workflows")
+
+CACHED_RUNS: Final = 1_000
+"""Runs whose definitions and final outcomes an engine remembers; the least recently used are forgotten."""
+DECIDE_ATTEMPTS: Final = 5
+"""Reads and decisions of one step before giving up on a write that keeps conflicting (the sweep comes back)."""
+
+
+@dataclass(slots=True)
+class Loaded:
+    """A run's definition and the graph derived from it."""
+
+    workflow: Workflow
+    graph: Graph
+
+
+class Engine:
+    """Decides and applies step releases for one client; shared by the submitter, the releaser and run control."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self._kv: KeyValue | None = None
+        self._loaded: OrderedDict[str, Loaded] = OrderedDict()
+        self._finals: OrderedDict[tuple[str, int], dict[str, Outcome]] = OrderedDict()
+        self._prepared = False
+        self._prepare_lock = asyncio.Lock()
+
+    # -- storage ------------------------------------------------------------------------------------------------
+
+    async def kv(self) -> KeyValue:
+        """The runs bucket, created when missing."""
+        if self._kv is None:
+            async with self._prepare_lock:
+                if self._kv is None:
+                    self._kv = await self.client.admin.ensure_bucket(RUNS_BUCKET, description=RUNS_BUCKET_DESCRIPTION)
+        return self._kv
+
+    async def load_record(self, run_id: str) -> RunRecord | None:
+        """The run's record, or ``None`` when no run has that id."""
+        entry = await (await self.kv()).get(run_key(run_id))
+        return None if entry is None else RunRecord.decode(entry.value, revision=entry.revision)
+
+    async def loaded(self, run_id: str) -> Loaded | None:
+        """The run's definition and graph (remembered: they never change), or ``None`` when not stored."""
+        cached = self._loaded.get(run_id)
+        if cached is not None:
+            self._loaded.move_to_end(run_id)
+            return cached
+        entry = await (await self.kv()).get(DEFINITION_KEY_PREFIX + run_id)
+        if entry is None:
+            return None
+        workflow = Workflow.from_dict(orjson.loads(entry.value))
+        loaded = Loaded(workflow, Graph(workflow))
+        self.remember(run_id, loaded)
+        return loaded
+
+    def remember(self, run_id: str, loaded: Loaded) -> None:
+        """Keep a run's definition (the submitter knows it without reading it)."""
+        self._loaded[run_id] = loaded
+        self._loaded.move_to_end(run_id)
+        while len(self._loaded) > CACHED_RUNS:
+            self._loaded.popitem(last=False)
+
+    def forget(self, run_id: str) -> None:
+        """Drop what is remembered of a run's outcomes (it ended, or it is retried)."""
+        for key in [key for key in self._finals if key[0] == run_id]:
+            del self._finals[key]
+
+    async def load_task(self, run_id: str, step: str) -> Task | None:
+        """A step's task, or ``None`` when it is not stored (not yet submitted, or erased)."""
+        try:
+            return await self.client.get_task(step_task_id(run_id, step))
+        except TaskNotFound:
+            return None
+
+    async def outcome(self, record: RunRecord, step: str) -> Outcome:
+        """How a step stands: remembered when final, else read from its task."""
+        finals = self._finals_of(record)
+        known = finals.get(step)
+        if known is not None:
+            return known
+        task = await self.load_task(record.id, step)
+        return self.note(record, step, task)
+
+    def note(self, record: RunRecord, step: str, task: Task | None) -> Outcome:
+        """The outcome of a step's freshly read task, remembered when final (a missing task counts as failed)."""
+        outcome = Outcome.FAILED if task is None else outcome_of(task)
+        if outcome is not Outcome.PENDING:
+            self._finals_of(record)[step] = outcome
+        return outcome
+
+    def _finals_of(self, record: RunRecord) -> dict[str, Outcome]:
+        key = (record.id, record.generation)
+        finals = self._finals.get(key)
+        if finals is None:
+            finals = self._finals[key] = {}
+            while len(self._finals) > CACHED_RUNS:
+                self._finals.popitem(last=False)
+        else:
+            self._finals.move_to_end(key)
+        return finals
+
+    # -- deciding -----------------------------------------------------------------------------------------------
+
+    async def settle(self, record: RunRecord, loaded: Loaded, step: str, since_ns: int | None) -> None:
+        """Decide the children of ``step`` (now final), then theirs when they end at once (unreachable, skipped).
+
+        Args:
+            record: the run, as read for this decision.
+            loaded: its definition.
+            step: the step that reached a final state.
+            since_ns: when that state was stored (for the release latency), if known.
+        """
+        work = [step]
+        while work:
+            parent = work.pop()
+            children = loaded.graph.children[parent]
+            for start in range(0, len(children), RELEASE_CONCURRENCY):
+                chunk = children[start : start + RELEASE_CONCURRENCY]
+                verdicts = await asyncio.gather(
+                    *(self.decide(record, loaded, child, first=parent, since_ns=since_ns) for child in chunk)
+                )
+                work.extend(child for child, v in zip(chunk, verdicts, strict=True) if v in _ENDS_AT_ONCE)
+
+    async def decide(
+        self, record: RunRecord, loaded: Loaded, name: str, *, first: str | None, since_ns: int | None
+    ) -> Verdict:
+        """Decide one step if it is still ``blocked``, and apply the decision; returns the decision applied.
+
+        ``first`` is the parent to look at first (the one whose event brought us here): a failed parent is then
+        seen before a pending one, so a failure reaches its descendants at once.
+        """
+        step = loaded.workflow.steps[name]
+        for _ in range(DECIDE_ATTEMPTS):
+            task = await self.load_task(record.id, name)
+            if task is None or task.state != TaskState.BLOCKED:
+                if task is not None:
+                    self.note(record, name, task)
+                return Verdict.WAIT
+            scan = Scan(step.trigger)
+            parents = step.after if first is None else (first, *(p for p in step.after if p != first))
+            for parent in parents:
+                if not scan.add(parent, await self.outcome(record, parent)):
+                    break
+            verdict = scan.verdict()
+            try:
+                return await self._apply(record, step, task, verdict, scan.cause, since_ns)
+            except TaskConflict:
+                continue  # someone else changed it: read it again and decide again
+        log.warning("run %s: step %s kept changing under us; the next sweep decides it", record.id, name)
+        return Verdict.WAIT
+
+    async def _apply(
+        self, record: RunRecord, step: Step, task: Task, verdict: Verdict, cause: str | None, since_ns: int | None
+    ) -> Verdict:
+        if verdict is Verdict.WAIT:
+            return verdict
+        if verdict is Verdict.UNREACHABLE:
+            parent_id = step_task_id(record.id, cause or "")
+            parent = await self.load_task(record.id, cause or "")
+            if parent is None:
+                reason = f"{DEPENDENCY_FAILED_PREFIX}task not found: {parent_id}"
+            else:
+                reason = f"{DEPENDENCY_FAILED_PREFIX}task {parent_id} is {parent.state.value or 'in an unknown state'}"
+            await self._end(record, step.name, task, TaskState.UNREACHABLE, reason, "unreachable")
+            return verdict
+        if verdict is Verdict.SKIP:
+            await self._end(
+                record, step.name, task, TaskState.TERMINATED, f"{SKIPPED_PREFIX}parent {cause} was skipped", "skipped"
+            )
+            return verdict
+        results = await self._parent_results(record, step)
+        if step.when:
+            holds, why = evaluate_all(step.when, results)
+            if not holds:
+                await self._end(record, step.name, task, TaskState.TERMINATED, SKIPPED_PREFIX + why, "skipped")
+                return Verdict.SKIP
+        await self.release(record, step, task, since_ns=since_ns)
+        return Verdict.RUN
+
+    async def _parent_results(self, record: RunRecord, step: Step) -> dict[str, bytes | None]:
+        """The parents' results as JSON bytes (``None`` without one), read when the step needs them."""
+        if not step.when and not step.load_dependencies:
+            return {}
+        tasks = await asyncio.gather(*(self.load_task(record.id, parent) for parent in step.after))
+        return {
+            parent: None if task is None or task.result is None else orjson.dumps(task.result.payload)
+            for parent, task in zip(step.after, tasks, strict=True)
+        }
+
+    async def release(self, record: RunRecord, step: Step, task: Task, *, since_ns: int | None) -> None:
+        """Make a blocked step's task runnable and queue it.
+
+        Raises:
+            TaskConflict: the task changed since it was read.
+        """
+        now = WireTime.now()
+        task.state = TaskState.NEW
+        task.last_err = ""
+        task.result = None
+        task.dependency_results = {}
+        if step.load_dependencies:
+            parents = await asyncio.gather(*(self.load_task(record.id, parent) for parent in step.after))
+            for parent in parents:
+                if parent is not None and parent.result is not None:
+                    task.dependency_results[parent.id] = parent.result
+        task.deadline_at = None if step.deadline is None else WireTime(now.unix_ns + int(step.deadline * NS_PER_SECOND))
+        await self.client.staged.update(task)
+        await self.client.staged.release(task)
+        METRICS.workflow_steps_decided.labels(record.workflow, "released").inc()
+        if since_ns is not None:
+            METRICS.workflow_release_seconds.labels(record.workflow).observe(max(0, time.time_ns() - since_ns) / 1e9)
+        # A cancel may have come between our read of the run and the release: do not leave its item behind.
+        current = await self.load_record(record.id)
+        if current is not None and current.state is RunState.CANCELLED:
+            await self.cancel_step(record.id, step.name)
+
+    async def _end(self, record: RunRecord, name: str, task: Task, state: TaskState, reason: str, what: str) -> None:
+        task.state = state
+        task.last_err = reason
+        task.tried_at = WireTime.now()
+        await self.client.staged.update(task)
+        self.note(record, name, task)
+        METRICS.workflow_steps_decided.labels(record.workflow, what).inc()
+        log.info("run %s: step %s is %s: %s", record.id, name, what, reason)
+
+    async def cancel_step(self, run_id: str, name: str) -> bool:
+        """Stop a step that has not started: withdraw its item and store it ``terminated``; whether it was stopped."""
+        for _ in range(DECIDE_ATTEMPTS):
+            task = await self.load_task(run_id, name)
+            if task is None or task.state not in (TaskState.BLOCKED, TaskState.NEW, TaskState.RETRY):
+                return False
+            if task.state != TaskState.BLOCKED:
+                await self.client.staged.withdraw(task.id, queue=task.queue or None)
+            task.state = TaskState.TERMINATED
+            task.last_err = CANCELLED_ERROR
+            task.tried_at = WireTime.now()
+            try:
+                await self.client.staged.update(task)
+            except TaskConflict:
+                continue
+            return True
+        return False
+
+    # -- ending the run ------------------------------------------------------------------------------------------
+
+    async def finish_if_done(self, record: RunRecord, loaded: Loaded) -> RunRecord:
+        """End the run when no step can run any more: ``failed`` if a step failed, else ``complete``."""
+        if record.state is not RunState.RUNNING or not record.submitted:
+            return record
+        for name in loaded.graph.leaves:
+            if await self.outcome(record, name) is Outcome.PENDING:
+                return record
+        outcomes = [await self.outcome(record, name) for name in loaded.graph.order]
+        if Outcome.PENDING in outcomes:
+            return record
+        state = RunState.FAILED if Outcome.FAILED in outcomes else RunState.COMPLETE
+        return await self.end_run(record, state)
+
+    async def end_run(self, record: RunRecord, state: RunState) -> RunRecord:
+        """Store the run as ended (compare-and-set on the record read); the record as stored afterwards."""
+        kv = await self.kv()
+        ended = record.with_changes(state=state, finished=WireTime.now())
+        try:
+            revision = await kv.update(run_key(record.id), ended.encode(), revision=record.revision)
+        except TaskConflict:
+            current = await self.load_record(record.id)
+            if current is None:
+                raise WorkflowError(f"workflow run {record.id} was deleted while it ended") from None
+            return current
+        ended = ended.with_changes(revision=revision)
+        self.forget(record.id)
+        METRICS.workflow_runs_finished.labels(record.workflow, state.value).inc()
+        log.info("run %s of workflow %s ended %s", record.id, record.workflow, state.value)
+        await publish_run_event(self.client, ended)
+        return ended
+
+    async def tasks(self, run_id: str, names: Iterable[str]) -> Mapping[str, Task | None]:
+        """Several steps' tasks, read with bounded concurrency."""
+        names = list(names)
+        found: dict[str, Task | None] = {}
+        for start in range(0, len(names), RELEASE_CONCURRENCY * 4):
+            chunk = names[start : start + RELEASE_CONCURRENCY * 4]
+            for name, task in zip(
+                chunk, await asyncio.gather(*(self.load_task(run_id, n) for n in chunk)), strict=True
+            ):
+                found[name] = task
+        return found
+
+
+_ENDS_AT_ONCE: Final = frozenset({Verdict.SKIP, Verdict.UNREACHABLE})
