@@ -16,7 +16,7 @@ from asyncjobs_workflows.errors import (
     WorkflowNotFound,
 )
 from asyncjobs_workflows.record import RunState
-from asyncjobs_workflows.runevents import RunEvent
+from asyncjobs_workflows.runevents import RunEvent, RunEvents
 from asyncjobs_workflows.status import StepStatus, WorkflowRun
 from asyncjobs_workflows.workflows import Workflows
 
@@ -25,6 +25,7 @@ __all__ = [
     "DuplicateRun",
     "InvalidWorkflow",
     "RunEvent",
+    "RunEvents",
     "RunState",
     "RunStateError",
     "Step",

@@ -13,19 +13,23 @@ Completed steps keep their results, which their children receive again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from datetime import datetime
 
-from asyncjobs import Task, TaskConflict, TaskState
+from asyncjobs import Task, TaskConflict, TaskNotFound, TaskState
 from asyncjobs.wiretime import parse_time
-from asyncjobs_workflows.constants import LOAD_CONCURRENCY, STARTED_KEY_PREFIX
+from asyncjobs_workflows.constants import DEFINITION_KEY_PREFIX, LOAD_CONCURRENCY, STARTED_KEY_PREFIX
 from asyncjobs_workflows.decide import Verdict
 from asyncjobs_workflows.engine import DECIDE_ATTEMPTS, Engine, Loaded
 from asyncjobs_workflows.errors import RunStateError, WorkflowError, WorkflowNotFound
-from asyncjobs_workflows.record import RunRecord, RunState, run_key
+from asyncjobs_workflows.record import RunRecord, RunState, run_key, step_task_id
 from asyncjobs_workflows.runevents import publish_run_event
 from asyncjobs_workflows.status import Outcome, StepStatus, WorkflowRun, outcome_of
 
-__all__ = ["cancel_run", "decide_blocked", "retry_run", "snapshot"]
+__all__ = ["cancel_run", "decide_blocked", "delete_run", "retry_run", "snapshot"]
+
+log = logging.getLogger("asyncjobs.workflows")
 
 
 async def require(engine: Engine, run_id: str) -> tuple[RunRecord, Loaded]:
@@ -153,19 +157,54 @@ def _clean(task: Task) -> None:
 
 
 async def decide_blocked(engine: Engine, record: RunRecord, loaded: Loaded) -> None:
-    """Decide every blocked step of a running run, parents first (after a retry, and in a releaser's sweep).
+    """Decide every blocked step of a running run whose parents have ended, parents first (after a retry, and in a
+    releaser's sweep).
 
-    A released step that lost its work item (a crash between its update and its release) is released again.
+    A released step that lost its work item (a crash between its update and its release) is queued again.
     """
-    for name in loaded.graph.order:
-        task = await engine.load_task(record.id, name)
+    order = loaded.graph.order
+    tasks = await engine.tasks(record.id, order)
+    outcomes = {name: engine.note(record, name, task) for name, task in tasks.items()}
+    for name in order:
+        task = tasks[name]
         if task is None:
             continue
         if task.state == TaskState.BLOCKED:
+            if any(outcomes[parent] is Outcome.PENDING for parent in loaded.workflow.steps[name].after):
+                continue  # its parents' events decide it
             verdict = await engine.decide(record, loaded, name, first=None, since_ns=None)
             if verdict in (Verdict.SKIP, Verdict.UNREACHABLE):
+                outcomes[name] = Outcome.SKIPPED if verdict is Verdict.SKIP else Outcome.FAILED
                 await engine.settle(record, loaded, name, since_ns=None)
         elif task.state == TaskState.NEW and not await engine.client.staged.queued(task.id, queue=task.queue or None):
+            log.info("workflow run %s: step %s was released but its work item is missing: queueing it", record.id, name)
             await engine.client.staged.release(task)
-        else:
-            engine.note(record, name, task)
+
+
+async def delete_run(engine: Engine, run_id: str) -> None:
+    """Erase an ended run: its step tasks, then its keys in the runs bucket, the record last.
+
+    A delete cut short by a crash leaves the record, so deleting again finishes it.
+
+    Raises:
+        WorkflowNotFound: no run has that id.
+        RunStateError: the run is still running.
+    """
+    record, loaded = await require(engine, run_id)
+    if record.state is RunState.RUNNING:
+        raise RunStateError(f"workflow run {run_id} is running: cancel it first, or wait for it to end")
+    names = list(loaded.graph.order)
+    for start in range(0, len(names), LOAD_CONCURRENCY):
+        chunk = names[start : start + LOAD_CONCURRENCY]
+        await asyncio.gather(*(_delete_task(engine, step_task_id(run_id, name)) for name in chunk))
+    kv = await engine.kv()
+    for entry in await kv.entries(f"{STARTED_KEY_PREFIX}{run_id}.>"):
+        await kv.delete(entry.key)
+    await kv.delete(DEFINITION_KEY_PREFIX + run_id)
+    await kv.delete(run_key(run_id))
+    engine.forget(run_id)
+
+
+async def _delete_task(engine: Engine, task_id: str) -> None:
+    with contextlib.suppress(TaskNotFound):  # erased already (a delete repeated, or task retention)
+        await engine.client.delete_task(task_id)

@@ -69,7 +69,9 @@ class Scan:
 
     @property
     def cause(self) -> str | None:
-        """The parent behind an ``UNREACHABLE`` or ``SKIP`` verdict."""
+        """The parent behind an ``UNREACHABLE`` or ``SKIP`` verdict, else ``None``."""
+        if self.trigger is Trigger.ALL_DONE:
+            return None
         return self.failed or self.skipped
 
     def verdict(self) -> Verdict:

@@ -32,6 +32,7 @@ from asyncjobs_workflows.constants import (
     CANCELLED_ERROR,
     DEFINITION_KEY_PREFIX,
     DEPENDENCY_FAILED_PREFIX,
+    LOAD_CONCURRENCY,
     RELEASE_CONCURRENCY,
     RUNS_BUCKET,
     RUNS_BUCKET_DESCRIPTION,
@@ -218,27 +219,36 @@ class Engine:
                 record, step.name, task, TaskState.TERMINATED, f"{SKIPPED_PREFIX}parent {cause} was skipped", "skipped"
             )
             return verdict
-        results = await self._parent_results(record, step)
+        parents = await self._parent_tasks(record, step)
         if step.when:
+            results = {
+                name: None if parent is None or parent.result is None else orjson.dumps(parent.result.payload)
+                for name, parent in parents.items()
+            }
             holds, why = evaluate_all(step.when, results)
             if not holds:
                 await self._end(record, step.name, task, TaskState.TERMINATED, SKIPPED_PREFIX + why, "skipped")
                 return Verdict.SKIP
-        await self.release(record, step, task, since_ns=since_ns)
+        await self.release(record, step, task, parents=parents, since_ns=since_ns)
         return Verdict.RUN
 
-    async def _parent_results(self, record: RunRecord, step: Step) -> dict[str, bytes | None]:
-        """The parents' results as JSON bytes (``None`` without one), read when the step needs them."""
+    async def _parent_tasks(self, record: RunRecord, step: Step) -> dict[str, Task | None]:
+        """The parents' tasks, read when the step needs their results (conditions, ``load_dependencies``)."""
         if not step.when and not step.load_dependencies:
             return {}
-        tasks = await asyncio.gather(*(self.load_task(record.id, parent) for parent in step.after))
-        return {
-            parent: None if task is None or task.result is None else orjson.dumps(task.result.payload)
-            for parent, task in zip(step.after, tasks, strict=True)
-        }
+        return dict(await self.tasks(record.id, step.after))
 
-    async def release(self, record: RunRecord, step: Step, task: Task, *, since_ns: int | None) -> None:
+    async def release(
+        self, record: RunRecord, step: Step, task: Task, *, parents: Mapping[str, Task | None], since_ns: int | None
+    ) -> None:
         """Make a blocked step's task runnable and queue it.
+
+        Args:
+            record: the run.
+            step: the step.
+            task: its task, as read (blocked).
+            parents: the parents' tasks, read for their results when the step loads them.
+            since_ns: when the parent that brought us here ended, for the release latency.
 
         Raises:
             TaskConflict: the task changed since it was read.
@@ -249,8 +259,7 @@ class Engine:
         task.result = None
         task.dependency_results = {}
         if step.load_dependencies:
-            parents = await asyncio.gather(*(self.load_task(record.id, parent) for parent in step.after))
-            for parent in parents:
+            for parent in parents.values():
                 if parent is not None and parent.result is not None:
                     task.dependency_results[parent.id] = parent.result
         task.deadline_at = None if step.deadline is None else WireTime(now.unix_ns + int(step.deadline * NS_PER_SECOND))
@@ -300,9 +309,15 @@ class Engine:
         for name in loaded.graph.leaves:
             if await self.outcome(record, name) is Outcome.PENDING:
                 return record
-        outcomes = [await self.outcome(record, name) for name in loaded.graph.order]
-        if Outcome.PENDING in outcomes:
-            return record
+        outcomes: list[Outcome] = []
+        order = loaded.graph.order
+        for start in range(0, len(order), LOAD_CONCURRENCY):
+            chunk = await asyncio.gather(
+                *(self.outcome(record, name) for name in order[start : start + LOAD_CONCURRENCY])
+            )
+            if Outcome.PENDING in chunk:
+                return record
+            outcomes.extend(chunk)
         state = RunState.FAILED if Outcome.FAILED in outcomes else RunState.COMPLETE
         return await self.end_run(record, state)
 
@@ -328,8 +343,8 @@ class Engine:
         """Several steps' tasks, read with bounded concurrency."""
         names = list(names)
         found: dict[str, Task | None] = {}
-        for start in range(0, len(names), RELEASE_CONCURRENCY * 4):
-            chunk = names[start : start + RELEASE_CONCURRENCY * 4]
+        for start in range(0, len(names), LOAD_CONCURRENCY):
+            chunk = names[start : start + LOAD_CONCURRENCY]
             for name, task in zip(
                 chunk, await asyncio.gather(*(self.load_task(run_id, n) for n in chunk)), strict=True
             ):

@@ -21,6 +21,7 @@ import time
 from typing import Final
 
 from asyncjobs import AsyncJobsError, ClientClosedError, EventFeed, FeedItem, TaskState, TaskStateEvent
+from asyncjobs.metrics import METRICS
 from asyncjobs.wiretime import WireTime, format_time
 from asyncjobs_workflows.constants import FEED_NAME, RUN_KEY_PREFIX, STARTED_KEY_PREFIX, SUBMIT_GRACE_S
 from asyncjobs_workflows.control import decide_blocked
@@ -89,8 +90,10 @@ class Releaser:
         event = item.event
         parsed = parse_step_task_id(event.task_id) if isinstance(event, TaskStateEvent) else None
         if parsed is None or not isinstance(event, TaskStateEvent):
+            METRICS.workflow_events_total.labels("other").inc()
             item.ack()
             return
+        METRICS.workflow_events_total.labels("step").inc()
         handling = asyncio.create_task(self._handle(item, event, *parsed))
         self._handling.add(handling)
         handling.add_done_callback(self._handling.discard)

@@ -8,8 +8,13 @@ use :meth:`~asyncjobs_workflows.Workflows.wait` to know that a run ended.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from asyncjobs.codec import dumps, loads_object
 from asyncjobs.errors import CorruptDataError
@@ -21,7 +26,7 @@ from asyncjobs_workflows.record import RunRecord, RunState
 if TYPE_CHECKING:
     from asyncjobs import Client
 
-__all__ = ["RunEvent", "decode_run_event", "encode_run_event", "publish_run_event"]
+__all__ = ["RunEvent", "RunEvents", "decode_run_event", "encode_run_event", "publish_run_event"]
 
 log = logging.getLogger("asyncjobs.workflows")
 
@@ -81,3 +86,54 @@ async def publish_run_event(client: Client, record: RunRecord) -> None:
         await client.nc.publish(RUN_EVENT_PREFIX + record.id, encode_run_event(record))
     except Exception as exc:
         log.debug("could not publish the event of run %s: %s", record.id, exc)
+
+
+class RunEvents:
+    """Run state events as they are published, of every run or of one: an async iterator and context manager.
+
+    Entering the context subscribes, so nothing published after ``async with`` is missed; iterating without it
+    subscribes on the first step. Events that cannot be decoded are skipped.
+    """
+
+    def __init__(self, client: Client, run_id: str | None = None) -> None:
+        self._client = client
+        self._subject = RUN_EVENT_PREFIX + (run_id or "*")
+        self._sub: Subscription | None = None
+        self._messages: AsyncIterator[Msg] | None = None
+
+    async def start(self) -> None:
+        """Subscribe (idempotent)."""
+        if self._sub is None:
+            self._sub = await self._client.nc.subscribe(self._subject)
+            self._messages = self._sub.messages
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> RunEvent:
+        await self.start()
+        assert self._messages is not None
+        while True:
+            msg = await anext(self._messages)
+            try:
+                return decode_run_event(msg.data)
+            except CorruptDataError as exc:
+                log.debug("skipping a message on %s: %s", msg.subject, exc)
+
+    async def aclose(self) -> None:
+        """Unsubscribe (idempotent)."""
+        sub, self._sub = self._sub, None
+        if sub is not None and not self._client.nc.is_closed:
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:
+                log.debug("unsubscribing from %s failed: %s", self._subject, exc)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()

@@ -11,12 +11,13 @@ from datetime import timedelta
 from asyncjobs import Client, ConfigurationError, EventFeed, WaitTimeout
 from asyncjobs.kv import Entry
 from asyncjobs_workflows.constants import FEED_NAME, RELEASE_CONCURRENCY, RUN_KEY_PREFIX, SWEEP_INTERVAL_S
-from asyncjobs_workflows.control import cancel_run, require, retry_run, snapshot
+from asyncjobs_workflows.control import cancel_run, delete_run, require, retry_run, snapshot
 from asyncjobs_workflows.definition import Workflow
 from asyncjobs_workflows.engine import Engine
 from asyncjobs_workflows.errors import InvalidWorkflow
 from asyncjobs_workflows.record import RunRecord, RunState, new_run_id, run_key, validate_run_id
 from asyncjobs_workflows.releaser import Releaser
+from asyncjobs_workflows.runevents import RunEvents
 from asyncjobs_workflows.status import StepStatus, WorkflowRun
 
 __all__ = ["Workflows"]
@@ -212,6 +213,27 @@ class Workflows:
             if loaded is not None:
                 runs.append(await snapshot(self._engine, record, loaded))
         return runs
+
+    async def delete(self, run_id: str) -> None:
+        """Erase an ended run: its step tasks and its record (runs are kept until deleted).
+
+        Raises:
+            WorkflowNotFound: no run has that id.
+            RunStateError: the run is still running (cancel it first).
+        """
+        await asyncio.shield(asyncio.ensure_future(delete_run(self._engine, _checked(run_id))))
+
+    def events(self, run_id: str | None = None) -> RunEvents:
+        """Follow run state events (submitted, ended, cancelled, retried) live, of every run or of one.
+
+        Use it as ``async with flows.events() as events: async for event in events: ...``; entering subscribes.
+        Events are published on core NATS and not stored: one published before that, or while the connection is
+        down, is not seen. Use :meth:`wait` to know for sure that a run ended.
+
+        Raises:
+            InvalidWorkflow: ``run_id`` is not a valid run id.
+        """
+        return RunEvents(self._client, None if run_id is None else _checked(run_id))
 
     async def run(self) -> None:
         """The release loop: release steps as their parents end, until cancelled or the client closes.

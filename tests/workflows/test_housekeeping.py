@@ -1,0 +1,73 @@
+"""Deleting ended runs and following run events."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import asyncjobs
+from asyncjobs_workflows import RunState, RunStateError, Workflow, WorkflowNotFound, Workflows
+from asyncjobs_workflows.constants import RUNS_BUCKET
+from tests.workflows.conftest import releasing, running
+
+
+def _router() -> asyncjobs.Router:
+    router = asyncjobs.Router()
+
+    @router.handler("t")
+    async def handle(task: asyncjobs.Task) -> str:
+        return "ok"
+
+    return router
+
+
+async def test_delete_erases_the_tasks_and_keys_of_an_ended_run(client: asyncjobs.Client, flows: Workflows) -> None:
+    wf = Workflow("del").step("a", "t").step("b", "t", after="a")
+    async with running(client, _router()), releasing(flows):
+        run = await flows.submit(wf)
+        done = await flows.wait(run.id, timeout=10)
+    assert done.state is RunState.COMPLETE
+    kv = client.key_value(RUNS_BUCKET)
+    assert {entry.key for entry in await kv.entries()} >= {f"run.{run.id}", f"def.{run.id}", f"started.{run.id}.0"}
+
+    await flows.delete(run.id)
+
+    assert [entry.key for entry in await kv.entries()] == []
+    for status in done.steps.values():
+        with pytest.raises(asyncjobs.TaskNotFound):
+            await client.get_task(status.task_id)
+    with pytest.raises(WorkflowNotFound):
+        await flows.get(run.id)
+    with pytest.raises(WorkflowNotFound):
+        await flows.delete(run.id)
+
+
+async def test_delete_refuses_a_running_run(flows: Workflows) -> None:
+    run = await flows.submit(Workflow("busy").step("a", "t"))
+    with pytest.raises(RunStateError, match="cancel it first"):
+        await flows.delete(run.id)
+    assert (await flows.get(run.id)).state is RunState.RUNNING
+
+
+async def test_events_follow_a_run_from_submit_to_end(client: asyncjobs.Client, flows: Workflows) -> None:
+    seen: list[tuple[str, RunState]] = []
+    async with flows.events() as events, running(client, _router()), releasing(flows):
+        run = await flows.submit(Workflow("ev").step("a", "t"))
+        async with asyncio.timeout(10):
+            async for event in events:
+                seen.append((event.run_id, event.state))
+                if event.state is not RunState.RUNNING:
+                    break
+    assert seen == [(run.id, RunState.RUNNING), (run.id, RunState.COMPLETE)]
+
+
+async def test_events_of_one_run_only(client: asyncjobs.Client, flows: Workflows) -> None:
+    other = await flows.submit(Workflow("other").step("a", "t"))
+    async with flows.events("mine") as events:
+        await flows.cancel(other.id)
+        run = await flows.submit(Workflow("ev").step("a", "t"), run_id="mine")
+        await flows.cancel(run.id)
+        async with asyncio.timeout(10):
+            states = [(await anext(events)).state, (await anext(events)).state]
+    assert states == [RunState.RUNNING, RunState.CANCELLED]
