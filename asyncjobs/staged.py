@@ -1,22 +1,24 @@
-"""Staged tasks: stored without a work item, and released onto the queue when an outside decision says they may run.
+"""Staged tasks: stored without a work item, and released onto a queue when an outside decision says they may run.
 
 An enqueue stores a task and publishes its work item in one call. Some callers need the two apart: a workflow
 engine stores every step of a run at once but queues a step only when its parents are done; an approval gate
 stores a task and queues it when someone approves. :class:`StagedTasks` (``client.staged``) gives them the pieces,
 each with the guarantees of an enqueue:
 
-* :meth:`StagedTasks.stage_many` stores tasks without items, idempotently (staging the same task again carries on
-  from the stored copy, as a repeated enqueue does);
+* :meth:`StagedTasks.stage_many` stores tasks on no queue yet (their ``queue`` is empty) and without items,
+  idempotently (staging the same task again carries on from the stored copy, as a repeated enqueue does);
 * :meth:`StagedTasks.update` saves a changed task with compare-and-set on the copy that was loaded, so two
   deciders never both win, and publishes its lifecycle event;
-* :meth:`StagedTasks.release` publishes the work item of a stored task, deduplicated on the stored version, so a
-  release repeated by several deciders queues one item;
-* :meth:`StagedTasks.withdraw` removes a queued item that has not been delivered yet.
+* :meth:`StagedTasks.release` puts a stored task on a queue: it records the queue in the task when it has none,
+  then publishes the work item, deduplicated on the stored version, so a release repeated by several deciders
+  queues one item;
+* :meth:`StagedTasks.withdraw` removes a queued item.
 
-A staged task with ``dependencies`` is stored ``blocked``, as upstream stores it: Go's ``ajc tasks view`` shows its
-parents. Workers only see a task once it is released; a released task in state ``new`` or ``retry`` runs without its
-parents being checked again, which is what lets the releaser decide (for instance, run a clean-up step whose
-parent failed).
+A staged task belongs to no queue until it is released, so no worker's reconciler takes it for a task whose item
+was lost. A staged task with ``dependencies`` is stored ``blocked``, as upstream stores it: Go's ``ajc tasks view``
+shows its parents. Workers only see a task once it is released; a released task in state ``new`` or ``retry``
+runs without its parents being checked again, which is what lets the releaser decide (for instance, run a clean-up
+step whose parent failed).
 """
 
 from __future__ import annotations
@@ -75,9 +77,10 @@ class StagedTasks:
         return task
 
     async def stage_many(self, tasks: Iterable[Task], *, return_exceptions: bool = False) -> list[Any]:
-        """Store tasks on the client's queue without publishing their work items (pipelined, 512 at a time).
+        """Store tasks on no queue and without work items (pipelined, 512 at a time); :meth:`release` queues them.
 
-        Each task must be ``new`` or ``blocked`` (a task built with dependencies is ``blocked``). Staging a task
+        Each task must be ``new`` or ``blocked`` (a task built with dependencies is ``blocked``); its ``queue`` is
+        stored empty. Staging a task
         that is already stored as this very task (same signed fields and dependencies) does not fail: the task
         object takes the stored copy's state and sequence, so a staging repeated after a crash or a timeout carries
         on where the first one stopped.
@@ -94,22 +97,21 @@ class StagedTasks:
         """
         self._check_open()
         batch = list(tasks)
-        queue = self._queue()
         for task in batch:
-            task.queue = queue.name
+            task.queue = ""
             self._sign(task)
-        outcomes: list[Any] = await self._shield(self._stage_all(batch, queue))
+        outcomes: list[Any] = await self._shield(self._stage_all(batch))
         failures = [outcome for outcome in outcomes if isinstance(outcome, AsyncJobsError)]
         if failures and not return_exceptions:
             raise ExceptionGroup(f"{len(failures)} of {len(batch)} tasks could not be staged", failures)
         return outcomes
 
-    async def _stage_all(self, batch: list[Task], queue: Queue) -> list[Any]:
+    async def _stage_all(self, batch: list[Task]) -> list[Any]:
         outcomes: list[Any] = []
         for start in range(0, len(batch), PIPELINE_CHUNK):
             chunk = batch[start : start + PIPELINE_CHUNK]
             saved = await asyncio.gather(
-                *(self._storage.save_for_enqueue(task, queue) for task in chunk), return_exceptions=True
+                *(self._storage.save_for_enqueue(task, None) for task in chunk), return_exceptions=True
             )
             for task, outcome in zip(chunk, saved, strict=True):
                 if isinstance(outcome, AsyncJobsError):
@@ -139,16 +141,18 @@ class StagedTasks:
         await self._shield(self._storage.save_task(task))
         return task
 
-    async def release(self, task: Task, *, msg_id: str | None = None) -> bool:
-        """Publish the work item of a stored task onto the client's queue, so a worker runs it.
+    async def release(self, task: Task, *, queue: str | None = None, msg_id: str | None = None) -> bool:
+        """Put a stored task on a queue: publish its work item, so a worker runs it.
 
         ``task`` must be the stored copy (as loaded, staged or updated), in state ``new``, ``retry`` or
-        ``blocked``. The item goes to the task's own queue (its ``queue`` field), or the client's when it has none.
-        It carries ``Nats-Msg-Id`` ``<id>:r<sequence>`` by default: releases of the same stored version by several
-        processes within the server's duplicate window queue one item between them.
+        ``blocked``. A task on no queue yet (a staged one) is first updated with the queue (``queue``, else the
+        client's), compare-and-set as :meth:`update`; a task already on a queue keeps it. The item carries
+        ``Nats-Msg-Id`` ``<id>:r<sequence>`` by default, so releases of the same stored version by several processes
+        within the server's duplicate window queue one item between them.
 
         Args:
             task: the stored task.
+            queue: the queue for a task that has none; by default the client's.
             msg_id: another deduplication id, for callers with their own notion of a release.
 
         Returns:
@@ -156,7 +160,8 @@ class StagedTasks:
 
         Raises:
             InvalidTaskStateError: the task is not new, retry or blocked.
-            QueueNotFound: the client's queue does not exist.
+            TaskConflict: the task had to be updated with its queue and changed since it was read.
+            QueueNotFound: the queue does not exist.
             JetStreamError: the item could not be published.
         """
         self._check_open()
@@ -165,9 +170,12 @@ class StagedTasks:
                 f"cannot release task {task.id} in state {task.state.value!r}: only new, retry or blocked tasks "
                 "can be queued"
             )
-        queue = self._queue_named(task.queue)
+        if not task.queue:
+            task.queue = self._queue_named(queue).name
+            await self.update(task)
+        target = self._queue_named(task.queue)
         dedupe = msg_id or f"{task.id}{RELEASE_MSG_ID_SEPARATOR}{task.seq}"
-        stored: bool = await self._shield(self._storage.republish_item(task.id, queue, msg_id=dedupe))
+        stored: bool = await self._shield(self._storage.republish_item(task.id, target, msg_id=dedupe))
         return stored
 
     async def queued(self, task_id: str, *, queue: str | None = None) -> bool:

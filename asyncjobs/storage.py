@@ -204,12 +204,12 @@ class Storage:
         if await self.save_for_enqueue(task, queue, adopt=dedupe):
             await self.publish_item(task, queue, dedupe=dedupe)
 
-    async def save_for_enqueue(self, task: Task, queue: Queue, *, adopt: bool = True) -> bool:
+    async def save_for_enqueue(self, task: Task, queue: Queue | None, *, adopt: bool = True) -> bool:
         """The first half of :meth:`enqueue`: check the state and store the task.
 
         Args:
             task: the task, in state new, retry or blocked.
-            queue: where its item goes.
+            queue: where its item goes; ``None`` stores it on no queue (a staged task, see :mod:`asyncjobs.staged`).
             adopt: when the store already holds this very task (an earlier enqueue of it), carry on from the stored
                 copy instead of failing.
 
@@ -226,7 +226,7 @@ class Storage:
                 f"cannot enqueue a task in state {task.state.value!r}: only new, retry or blocked tasks can be "
                 "enqueued (use retry_task() to run a finished task again)"
             )
-        task.queue = queue.name
+        task.queue = "" if queue is None else queue.name
         try:
             await self.save_task(task)
         except TaskConflict as exc:

@@ -26,6 +26,7 @@ from asyncjobs_workflows.errors import RunStateError, WorkflowError, WorkflowNot
 from asyncjobs_workflows.record import RunRecord, RunState, run_key, step_task_id
 from asyncjobs_workflows.runevents import publish_run_event
 from asyncjobs_workflows.status import Outcome, StepStatus, WorkflowRun, outcome_of
+from asyncjobs_workflows.submission import queue_root
 
 __all__ = ["cancel_run", "decide_blocked", "delete_run", "retry_run", "snapshot"]
 
@@ -148,6 +149,7 @@ async def _reset(engine: Engine, run_id: str, name: str) -> None:
 
 def _clean(task: Task) -> None:
     task.state = TaskState.BLOCKED
+    task.queue = ""  # on no queue until released again: no reconciler takes it for a lost item
     task.result = None
     task.dependency_results = {}
     task.tries = 0
@@ -176,7 +178,9 @@ async def decide_blocked(engine: Engine, record: RunRecord, loaded: Loaded) -> N
             if verdict in (Verdict.SKIP, Verdict.UNREACHABLE):
                 outcomes[name] = Outcome.SKIPPED if verdict is Verdict.SKIP else Outcome.FAILED
                 await engine.settle(record, loaded, name, since_ns=None)
-        elif task.state == TaskState.NEW and not await engine.client.staged.queued(task.id, queue=task.queue or None):
+        elif task.state == TaskState.NEW and not task.queue:
+            await queue_root(engine, record, loaded, name, task)  # a root whose submit stopped short
+        elif task.state == TaskState.NEW and not await engine.client.staged.queued(task.id, queue=task.queue):
             log.info("workflow run %s: step %s was released but its work item is missing: queueing it", record.id, name)
             await engine.client.staged.release(task)
 

@@ -255,6 +255,7 @@ class Engine:
         """
         now = WireTime.now()
         task.state = TaskState.NEW
+        task.queue = record.queue
         task.last_err = ""
         task.result = None
         task.dependency_results = {}
@@ -288,8 +289,8 @@ class Engine:
             task = await self.load_task(run_id, name)
             if task is None or task.state not in (TaskState.BLOCKED, TaskState.NEW, TaskState.RETRY):
                 return False
-            if task.state != TaskState.BLOCKED:
-                await self.client.staged.withdraw(task.id, queue=task.queue or None)
+            if task.queue:
+                await self.client.staged.withdraw(task.id, queue=task.queue)
             task.state = TaskState.TERMINATED
             task.last_err = CANCELLED_ERROR
             task.tried_at = WireTime.now()

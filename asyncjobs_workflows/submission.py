@@ -31,7 +31,7 @@ from asyncjobs_workflows.graph import Graph
 from asyncjobs_workflows.record import RunRecord, RunState, run_key, step_task_id
 from asyncjobs_workflows.runevents import publish_run_event
 
-__all__ = ["complete_submission", "step_tasks", "submit_run"]
+__all__ = ["complete_submission", "queue_root", "step_tasks", "submit_run"]
 
 log = logging.getLogger("asyncjobs.workflows")
 
@@ -52,7 +52,6 @@ def step_tasks(record: RunRecord, workflow: Workflow) -> dict[str, Task]:
             load_dependencies=step.load_dependencies,
         )
         task.created_at = record.created
-        task.queue = record.queue
         tasks[step.name] = task
     return tasks
 
@@ -132,10 +131,8 @@ async def complete_submission(engine: Engine, record: RunRecord, loaded: Loaded)
                 f"workflow run {record.id}: {len(failures)} step task(s) could not be stored, the first: "
                 f"{failures[0]}: submit again with run_id={record.id!r}, or leave it to a releaser's sweep"
             ) from failures[0]
-    for task in roots:
-        if task.state == TaskState.NEW:
-            await staged.release(task)
-            METRICS.workflow_steps_decided.labels(record.workflow, "released").inc()
+    for name in graph.roots:
+        await queue_root(engine, record, loaded, name, tasks[name])
     kv = await engine.kv()
     marked = record.with_changes(submitted=True)
     try:
@@ -156,3 +153,16 @@ async def complete_submission(engine: Engine, record: RunRecord, loaded: Loaded)
 async def _current(engine: Engine, record: RunRecord, workflow: Workflow) -> dict[str, Task]:
     stored = await engine.tasks(record.id, workflow.steps)
     return {name: task for name, task in stored.items() if task is not None}
+
+
+async def queue_root(engine: Engine, record: RunRecord, loaded: Loaded, name: str, task: Task) -> None:
+    """Queue a root step's staged task, or finish an earlier attempt at it (its item is deduplicated)."""
+    if task.state != TaskState.NEW:
+        return  # running or ended already
+    if task.queue:
+        await engine.client.staged.release(task)  # released before: publish its item again, deduplicated
+        return
+    try:
+        await engine.release(record, loaded.workflow.steps[name], task, parents={}, since_ns=None)
+    except TaskConflict:
+        log.debug("run %s: root step %s was queued by someone else meanwhile", record.id, name)

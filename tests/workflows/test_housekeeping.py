@@ -9,7 +9,9 @@ import pytest
 import asyncjobs
 from asyncjobs_workflows import RunState, RunStateError, Workflow, WorkflowNotFound, Workflows
 from asyncjobs_workflows.constants import RUNS_BUCKET
-from tests.workflows.conftest import releasing, running
+from asyncjobs.metrics import METRICS
+from asyncjobs.testing import eventually
+from tests.workflows.conftest import ClientFactory, releasing, running
 
 
 def _router() -> asyncjobs.Router:
@@ -71,3 +73,31 @@ async def test_events_of_one_run_only(client: asyncjobs.Client, flows: Workflows
         async with asyncio.timeout(10):
             states = [(await anext(events)).state, (await anext(events)).state]
     assert states == [RunState.RUNNING, RunState.CANCELLED]
+
+
+async def test_a_workers_reconciler_leaves_blocked_steps_alone(make_client: ClientFactory) -> None:
+    # Staged steps have no work item on purpose; a reconciler repairing "lost" items must not queue them.
+    client = await make_client(reconcile_interval=0.1, reconcile_grace=0.1)
+    flows = Workflows(client)
+    gate = asyncio.Event()
+    router = _router()
+
+    @router.handler("slow")
+    async def slow(task: asyncjobs.Task) -> str:
+        await gate.wait()
+        return "done"
+
+    run = await flows.submit(Workflow("rec").step("a", "slow").step("b", "t", after="a"))
+    child = run.steps["b"].task_id
+    passes = METRICS.reconciler_pass_total.labels(client.queue.name)
+    async with running(client, router):
+        before = passes.value
+        await eventually(lambda: passes.value >= before + 3, timeout=10, message="three reconciler passes")
+        assert not await client.staged.queued(child)
+        stored = await client.get_task(child)
+        assert (stored.state, stored.queue) == (asyncjobs.TaskState.BLOCKED, "")
+        gate.set()
+        async with releasing(flows):
+            done = await flows.wait(run.id, timeout=10)
+    assert done.state is RunState.COMPLETE
+    assert (await client.get_task(child)).queue == client.queue.name
