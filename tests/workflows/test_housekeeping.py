@@ -7,10 +7,10 @@ import asyncio
 import pytest
 
 import asyncjobs
-from asyncjobs_workflows import RunState, RunStateError, Workflow, WorkflowNotFound, Workflows
-from asyncjobs_workflows.constants import RUNS_BUCKET
 from asyncjobs.metrics import METRICS
 from asyncjobs.testing import eventually
+from asyncjobs_workflows import RunState, RunStateError, Workflow, WorkflowNotFound, Workflows
+from asyncjobs_workflows.constants import RUNS_BUCKET
 from tests.workflows.conftest import ClientFactory, releasing, running
 
 
