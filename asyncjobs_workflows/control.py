@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import datetime
 
 from asyncjobs import Task, TaskConflict, TaskNotFound, TaskState
@@ -31,6 +32,8 @@ from asyncjobs_workflows.submission import queue_root
 __all__ = ["cancel_run", "decide_blocked", "delete_run", "retry_run", "snapshot"]
 
 log = logging.getLogger("asyncjobs.workflows")
+
+REQUEUE_ID_BUCKET_NS = 10_000_000_000
 
 
 async def require(engine: Engine, run_id: str) -> tuple[RunRecord, Loaded]:
@@ -182,7 +185,10 @@ async def decide_blocked(engine: Engine, record: RunRecord, loaded: Loaded) -> N
             await queue_root(engine, record, loaded, name, task)  # a root whose submit stopped short
         elif task.state == TaskState.NEW and not await engine.client.staged.queued(task.id, queue=task.queue):
             log.info("workflow run %s: step %s was released but its work item is missing: queueing it", record.id, name)
-            await engine.client.staged.release(task)
+            # Not under the release's own id: the server would drop the item as a duplicate of the lost one for its
+            # duplicate window. Sweeps in the same few seconds still share one id.
+            bucket = time.time_ns() // REQUEUE_ID_BUCKET_NS
+            await engine.client.staged.release(task, msg_id=f"{task.id}:q{task.seq}:{bucket}")
 
 
 async def delete_run(engine: Engine, run_id: str) -> None:

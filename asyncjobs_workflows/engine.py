@@ -74,6 +74,7 @@ class Engine:
         self._finals: OrderedDict[tuple[str, int], dict[str, Outcome]] = OrderedDict()
         self._prepared = False
         self._prepare_lock = asyncio.Lock()
+        self._deciding: dict[tuple[str, int, str], list[str | None]] = {}
 
     # -- storage ------------------------------------------------------------------------------------------------
 
@@ -179,8 +180,33 @@ class Engine:
 
         ``first`` is the parent to look at first (the one whose event brought us here): a failed parent is then
         seen before a pending one, so a failure reaches its descendants at once.
+
+        Within an engine one decision per step runs at a time: a request that comes while one runs (the parents of
+        a fan-in ending together) is handed to it, and it decides again when it would otherwise wait, so the
+        parents are not all read once per parent.
         """
+        key = (record.id, record.generation, name)
+        asked = self._deciding.get(key)
+        if asked is not None:
+            asked.append(first)
+            return Verdict.WAIT
+        asked = self._deciding[key] = []
+        try:
+            firsts: list[str | None] = [first]
+            while True:
+                verdict = await self._decide_once(record, loaded, name, firsts=firsts, since_ns=since_ns)
+                if verdict is not Verdict.WAIT or not asked:
+                    return verdict
+                firsts, asked[:] = list(asked), []
+        finally:
+            del self._deciding[key]
+
+    async def _decide_once(
+        self, record: RunRecord, loaded: Loaded, name: str, *, firsts: list[str | None], since_ns: int | None
+    ) -> Verdict:
         step = loaded.workflow.steps[name]
+        front = [parent for parent in dict.fromkeys(firsts) if parent is not None]
+        parents = (*front, *(parent for parent in step.after if parent not in front))
         for _ in range(DECIDE_ATTEMPTS):
             task = await self.load_task(record.id, name)
             if task is None or task.state != TaskState.BLOCKED:
@@ -188,7 +214,6 @@ class Engine:
                     self.note(record, name, task)
                 return Verdict.WAIT
             scan = Scan(step.trigger)
-            parents = step.after if first is None else (first, *(p for p in step.after if p != first))
             for parent in parents:
                 if not scan.add(parent, await self.outcome(record, parent)):
                     break

@@ -141,15 +141,19 @@ class Workflows:
         run_id = _checked(run_id)
         if timeout is not None and (not isinstance(timeout, int | float) or timeout < 0):
             raise ConfigurationError(f"timeout must be seconds (0 or more) or None, not {timeout!r}")
-        await require(self._engine, run_id)
+        record, loaded = await require(self._engine, run_id)
+        if record.state is not RunState.RUNNING:
+            return await snapshot(self._engine, record, loaded)
         kv = await self._engine.kv()
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout) as scope:
                 async with kv.watch(run_key(run_id)) as watch:
                     async for change in watch:
                         if isinstance(change, Entry) and RunRecord.decode(change.value).state is not RunState.RUNNING:
                             break
         except TimeoutError:
+            if not scope.expired():
+                raise  # a request timed out, not the wait
             raise WaitTimeout(
                 f"workflow run {run_id} had not ended after {timeout}s: wait longer, or look at it with get()"
             ) from None

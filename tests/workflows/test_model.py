@@ -35,7 +35,9 @@ P, C, S, F = Outcome.PENDING, Outcome.COMPLETE, Outcome.SKIPPED, Outcome.FAILED
         (Trigger.ALL_SUCCESS, [], Verdict.RUN, None, 0),
     ],
 )
-def test_trigger_rules(trigger: Trigger, outcomes: list[Outcome], verdict: Verdict, cause: str | None, read: int) -> None:
+def test_trigger_rules(
+    trigger: Trigger, outcomes: list[Outcome], verdict: Verdict, cause: str | None, read: int
+) -> None:
     scan = Scan(trigger)
     taken = 0
     for n, outcome in enumerate(outcomes):
