@@ -33,7 +33,7 @@ from nats.aio.msg import Msg
 
 from asyncjobs.codec import Event, decode_event
 from asyncjobs.constants import EVENTS_STREAM, TASK_EVENT_WILDCARD
-from asyncjobs.errors import ConfigurationError, CorruptDataError, JetStreamError
+from asyncjobs.errors import ClientClosedError, ConfigurationError, CorruptDataError, JetStreamError
 from asyncjobs.jsapi import QUEUE_ERRORS
 from asyncjobs.names import validate_name
 from asyncjobs.puller import Puller
@@ -64,7 +64,7 @@ class FeedItem:
     subject: str
     """The subject it was published on, e.g. ``CHORIA_AJ.E.task_state.<id>``."""
     stored_at: datetime
-    """When the events stream stored it (aware UTC, nanosecond precision): close to when it was published."""
+    """When the events stream stored it (aware UTC, to the microsecond): close to when it was published."""
     delivered: int
     """How many times it was delivered, this time included (above 1: a reader before did not ack it)."""
     _msg: Msg = field(repr=False)
@@ -177,9 +177,19 @@ class EventFeed:
         self._ensured = True
 
     async def start(self) -> None:
-        """Ensure the consumer and start pulling events (idempotent)."""
+        """Ensure the consumer and start pulling events (idempotent).
+
+        Raises:
+            ClientClosedError: the client is closed.
+            JetStreamError: the stream or the consumer could not be created.
+        """
         if self._pulling is not None:
             return
+        if self._client.closed:
+            raise ClientClosedError(
+                f"event feed {self._name!r}: the client is closed: read the feed with a new client from "
+                "asyncjobs.connect()"
+            )
         await self.ensure()
         client = self._client
         prefix = client._js.prefix
@@ -224,6 +234,11 @@ class EventFeed:
         getter = asyncio.ensure_future(self._ready.get())
         try:
             await asyncio.wait({getter, pulling}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            if getter.done() and not getter.cancelled():
+                # An item arrived as this reader was cancelled: keep it for the next one, or its slot is lost.
+                self._ready.put_nowait(getter.result())
+            raise
         finally:
             if not getter.done():
                 getter.cancel()

@@ -28,7 +28,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Final, TypeVar
 
 from asyncjobs.errors import AsyncJobsError, InvalidTaskStateError, TaskNotFound
-from asyncjobs.jsapi import QUEUE_ERRORS, JetStream
+from asyncjobs.jsapi import QUEUE_ERRORS, TASK_ERRORS, ErrorMap, JetStream
 from asyncjobs.queue import Queue
 from asyncjobs.storage import PIPELINE_CHUNK, Storage
 from asyncjobs.task import ENQUEUEABLE_STATES, Task
@@ -38,6 +38,8 @@ __all__ = ["StagedTasks"]
 T = TypeVar("T")
 
 RELEASE_MSG_ID_SEPARATOR: Final = ":r"
+# Looking up an item: nothing stored for the task is "not queued", a missing stream is a missing queue.
+ITEM_ERRORS: Final[ErrorMap] = {**TASK_ERRORS, **QUEUE_ERRORS}
 
 
 class StagedTasks:
@@ -171,8 +173,14 @@ class StagedTasks:
                 "can be queued"
             )
         if not task.queue:
+            signature = task.signature
             task.queue = self._queue_named(queue).name
-            await self.update(task)
+            try:
+                await self.update(task)
+            except AsyncJobsError:
+                # Not stored: a release retried with this copy must record the queue again, not skip to the item.
+                task.queue, task.signature = "", signature
+                raise
         target = self._queue_named(task.queue)
         dedupe = msg_id or f"{task.id}{RELEASE_MSG_ID_SEPARATOR}{task.seq}"
         stored: bool = await self._shield(self._storage.republish_item(task.id, target, msg_id=dedupe))
@@ -187,7 +195,9 @@ class StagedTasks:
         self._check_open()
         target = self._queue_named(queue)
         try:
-            await self._js.get_last(target.stream, target.subject_prefix + task_id, f"looking up the item of {task_id}")
+            await self._js.get_last(
+                target.stream, target.subject_prefix + task_id, f"looking up the item of {task_id}", errors=ITEM_ERRORS
+            )
         except TaskNotFound:
             return False
         return True

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from asyncjobs.errors import ConfigurationError
-from asyncjobs.metrics import METRICS, Metrics, register
+from asyncjobs.metrics import METRICS, Counter, Gauge, Metrics, Summary, register
 from asyncjobs.serving import serve_metrics
 
 # (how to touch the metric, the sample line upstream's exposition shows, the TYPE line)
@@ -105,6 +105,58 @@ SAMPLES: list[tuple[Callable[[Metrics], None], str, str]] = [
     ),
 ]
 
+# Ours, not Go's: the reconciler's and the workflow runtime's metrics, in the same shape.
+OURS: list[tuple[Callable[[Metrics], None], str, str]] = [
+    (
+        lambda m: m.reconciler_repaired_total.labels("EMAIL", "republish", "new").inc(),
+        'choria_asyncjobs_reconciler_repaired_total{action="republish",queue="EMAIL",state="new"} 1.0',
+        "counter",
+    ),
+    (
+        lambda m: m.reconciler_pass_total.labels("EMAIL").inc(),
+        'choria_asyncjobs_reconciler_pass_total{queue="EMAIL"} 1.0',
+        "counter",
+    ),
+    (
+        lambda m: m.workflow_runs_started.labels("etl").inc(),
+        'choria_asyncjobs_workflow_runs_started_total{workflow="etl"} 1.0',
+        "counter",
+    ),
+    (
+        lambda m: m.workflow_runs_finished.labels("etl", "failed").inc(),
+        'choria_asyncjobs_workflow_runs_finished_total{state="failed",workflow="etl"} 1.0',
+        "counter",
+    ),
+    (
+        lambda m: m.workflow_steps_decided.labels("etl", "skipped").inc(2),
+        'choria_asyncjobs_workflow_steps_decided_total{decision="skipped",workflow="etl"} 2.0',
+        "counter",
+    ),
+    (
+        lambda m: m.workflow_release_seconds.labels("etl").observe(0.25),
+        'choria_asyncjobs_workflow_release_seconds_sum{workflow="etl"} 0.25',
+        "summary",
+    ),
+    (
+        lambda m: m.workflow_release_seconds.labels("etl").observe(0.25),
+        'choria_asyncjobs_workflow_release_seconds_count{workflow="etl"} 1.0',
+        "summary",
+    ),
+    (
+        lambda m: m.workflow_events_total.labels("step").inc(),
+        'choria_asyncjobs_workflow_events_total{kind="step"} 1.0',
+        "counter",
+    ),
+]
+
+
+def _family_name(line: str, kind: str) -> str:
+    """The metric family of a sample line: a summary's ``_sum`` and ``_count`` samples belong to one family."""
+    sample = line.split("{")[0].split(" ")[0]
+    if kind == "summary":
+        return sample.removesuffix("_sum").removesuffix("_count")
+    return sample
+
 
 def _exposition(metrics: Metrics) -> str:
     registry = CollectorRegistry()
@@ -133,6 +185,23 @@ def test_every_upstream_metric_is_exported_and_nothing_else() -> None:
     assert len(samples) == 22  # 21 metrics, the summary with _sum and _count
     assert "_created" not in text
     assert "_count_total" not in text
+
+
+@pytest.mark.parametrize(("touch", "line", "kind"), OURS)
+def test_exposition_of_our_own_metrics(touch: Callable[[Metrics], None], line: str, kind: str) -> None:
+    metrics = Metrics()
+    touch(metrics)
+    text = _exposition(metrics)
+    assert line in text.splitlines()
+    assert f"# TYPE {_family_name(line, kind)} {kind}" in text
+
+
+def test_every_metric_is_listed_here() -> None:
+    # A metric added to Metrics without a sample line above fails here, so its exposed name gets checked.
+    listed = {_family_name(line, kind) for _, line, kind in SAMPLES + OURS}
+    metrics = Metrics()
+    names = {value.name for value in vars(metrics).values() if isinstance(value, Counter | Gauge | Summary)}
+    assert names == listed
 
 
 def test_unlabelled_metrics_start_at_zero_and_labelled_ones_empty() -> None:
