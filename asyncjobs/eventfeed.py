@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self
 
@@ -100,7 +100,8 @@ class EventFeed:
         client: a connected client.
         name: the durable consumer's name (``^[a-zA-Z0-9_-]+$``, at most 64 characters).
         slots: events handed out and not yet acknowledged by this reader, at most.
-        ack_wait: seconds after which an event handed to a reader that did not ack it goes to another.
+        ack_wait: seconds (or a ``timedelta``) after which an event handed to a reader that did not ack it goes to
+            another.
         subjects: the subject filter, task state events by default.
 
     Raises:
@@ -113,7 +114,7 @@ class EventFeed:
         name: str,
         *,
         slots: int = DEFAULT_SLOTS,
-        ack_wait: float = DEFAULT_ACK_WAIT_S,
+        ack_wait: float | timedelta = DEFAULT_ACK_WAIT_S,
         subjects: str = TASK_EVENT_WILDCARD,
     ) -> None:
         validate_name(name, "event feed name", max_length=MAX_FEED_NAME_LENGTH)
@@ -121,6 +122,8 @@ class EventFeed:
             raise ConfigurationError(f"event feed name {name!r} may not contain ':': use '_' or '-'")
         if not isinstance(slots, int) or isinstance(slots, bool) or slots < 1:
             raise ConfigurationError(f"slots must be a whole number of at least 1, not {slots!r}")
+        if isinstance(ack_wait, timedelta):
+            ack_wait = ack_wait.total_seconds()
         if not isinstance(ack_wait, int | float) or isinstance(ack_wait, bool) or not ack_wait >= 1:
             raise ConfigurationError(f"ack_wait must be at least 1 second, not {ack_wait!r}")
         self._client = client

@@ -22,6 +22,7 @@ from asyncjobs import Task, TaskConflict, TaskNotFound, TaskState
 from asyncjobs.wiretime import parse_time
 from asyncjobs_workflows.constants import DEFINITION_KEY_PREFIX, LOAD_CONCURRENCY, STARTED_KEY_PREFIX
 from asyncjobs_workflows.decide import Verdict
+from asyncjobs_workflows.definition import Trigger
 from asyncjobs_workflows.engine import DECIDE_ATTEMPTS, Engine, Loaded
 from asyncjobs_workflows.errors import RunStateError, WorkflowError, WorkflowNotFound
 from asyncjobs_workflows.record import RunRecord, RunState, run_key, step_task_id
@@ -175,7 +176,10 @@ async def decide_blocked(engine: Engine, record: RunRecord, loaded: Loaded) -> N
         if task is None:
             continue
         if task.state == TaskState.BLOCKED:
-            if any(outcomes[parent] is Outcome.PENDING for parent in loaded.workflow.steps[name].after):
+            step = loaded.workflow.steps[name]
+            parents = [outcomes[parent] for parent in step.after]
+            failed = step.trigger is Trigger.ALL_SUCCESS and Outcome.FAILED in parents
+            if Outcome.PENDING in parents and not failed:
                 continue  # its parents' events decide it
             verdict = await engine.decide(record, loaded, name, first=None, since_ns=None)
             if verdict in (Verdict.SKIP, Verdict.UNREACHABLE):

@@ -23,7 +23,7 @@ from typing import Final
 
 import orjson
 
-from asyncjobs import Client, Task, TaskConflict, TaskNotFound, TaskState
+from asyncjobs import Client, ConfigurationError, Task, TaskConflict, TaskNotFound, TaskState
 from asyncjobs.kv import KeyValue
 from asyncjobs.metrics import METRICS
 from asyncjobs.wiretime import NS_PER_SECOND, WireTime
@@ -254,7 +254,14 @@ class Engine:
             if not holds:
                 await self._end(record, step.name, task, TaskState.TERMINATED, SKIPPED_PREFIX + why, "skipped")
                 return Verdict.SKIP
-        await self.release(record, step, task, parents=parents, since_ns=since_ns)
+        try:
+            await self.release(record, step, task, parents=parents, since_ns=since_ns)
+        except ConfigurationError as exc:
+            # Permanent (its parents' results make it larger than the server accepts): retrying cannot help.
+            task.dependency_results = {}
+            task.deadline_at = None
+            await self._end(record, step.name, task, TaskState.TERMINATED, f"cannot be released: {exc}", "failed")
+            return Verdict.UNREACHABLE
         return Verdict.RUN
 
     async def _parent_tasks(self, record: RunRecord, step: Step) -> dict[str, Task | None]:

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import datetime
 from typing import Final
 
 from asyncjobs import AsyncJobsError, ClientClosedError, EventFeed, FeedItem, TaskState, TaskStateEvent
@@ -100,7 +101,7 @@ class Releaser:
 
     async def _handle(self, item: FeedItem, event: TaskStateEvent, run_id: str, step: str) -> None:
         try:
-            await self.on_step_event(run_id, step, event.state, item.stored_at.timestamp())
+            await self.on_step_event(run_id, step, event.state, item.stored_at)
         except asyncio.CancelledError:
             item.nak()  # stopping: another releaser takes it at once
             raise
@@ -122,20 +123,24 @@ class Releaser:
             return
         item.ack()
 
-    async def on_step_event(self, run_id: str, step: str, state: TaskState, stored_at_s: float) -> None:
+    async def on_step_event(self, run_id: str, step: str, state: TaskState, stored_at: datetime) -> None:
         """Handle one step's task event: note when it started, or decide its children and maybe end the run."""
         engine = self._engine
         if state == TaskState.ACTIVE:
             loaded = await engine.loaded(run_id)
             index = None if loaded is None else loaded.graph.index.get(step)
             if index is not None:
-                stamp = format_time(WireTime(int(stored_at_s * 1e9)))
+                stamp = format_time(WireTime.from_datetime(stored_at))
                 await (await engine.kv()).put(f"{STARTED_KEY_PREFIX}{run_id}.{index}", stamp.encode())
             return
-        if state not in FINAL_STATES:
+        if state not in FINAL_STATES and state != TaskState.RETRY:
             return
         record = await engine.load_record(run_id)
-        if record is None or record.state is not RunState.RUNNING:
+        if record is not None and record.state is RunState.CANCELLED and state == TaskState.RETRY:
+            # A step that was running when its run was cancelled failed: its next try must not start.
+            await engine.cancel_step(run_id, step)
+            return
+        if record is None or record.state is not RunState.RUNNING or state == TaskState.RETRY:
             return
         loaded = await engine.loaded(run_id)
         if loaded is None or step not in loaded.workflow.steps:
@@ -143,7 +148,7 @@ class Releaser:
         # Read the step itself: the event may be stale (the run was retried since).
         if engine.note(record, step, await engine.load_task(run_id, step)) is Outcome.PENDING:
             return
-        await engine.settle(record, loaded, step, since_ns=int(stored_at_s * 1e9))
+        await engine.settle(record, loaded, step, since_ns=WireTime.from_datetime(stored_at).unix_ns)
         await engine.finish_if_done(record, loaded)
 
     async def _sweep_forever(self) -> None:
@@ -157,7 +162,11 @@ class Releaser:
             await asyncio.sleep(self._sweep_interval)
 
     async def sweep(self) -> int:
-        """Check every running run once (see the module docstring); returns how many runs were checked."""
+        """Check every running run once (see the module docstring); returns how many runs were checked.
+
+        A run that cannot be checked (a JetStream error, a step that cannot be stored) is logged and skipped: one
+        wedged run never keeps the others from being repaired.
+        """
         engine = self._engine
         checked = 0
         for entry in await (await engine.kv()).entries(RUN_KEY_PREFIX + "*"):
@@ -168,19 +177,27 @@ class Releaser:
                 continue
             if record.state is not RunState.RUNNING:
                 continue
-            loaded = await engine.loaded(record.id)
-            if loaded is None:
-                continue
-            checked += 1
-            if not record.submitted:
-                age_s = time.time() - record.created.unix_ns / 1e9
-                if age_s > SUBMIT_GRACE_S:
-                    log.info("workflow run %s was left half-submitted %.0fs ago: completing it", record.id, age_s)
-                    await complete_submission(engine, record, loaded)
-                continue
-            await decide_blocked(engine, record, loaded)
-            await engine.finish_if_done(record, loaded)
+            try:
+                if await self._sweep_run(record):
+                    checked += 1
+            except (AsyncJobsError, OSError) as exc:
+                log.warning("workflow releaser: the sweep could not check run %s, trying next time: %s", record.id, exc)
         return checked
+
+    async def _sweep_run(self, record: RunRecord) -> bool:
+        engine = self._engine
+        loaded = await engine.loaded(record.id)
+        if loaded is None:
+            return False
+        if not record.submitted:
+            age_s = time.time() - record.created.unix_ns / 1e9
+            if age_s > SUBMIT_GRACE_S:
+                log.info("workflow run %s was left half-submitted %.0fs ago: completing it", record.id, age_s)
+                await complete_submission(engine, record, loaded)
+            return True
+        await decide_blocked(engine, record, loaded)
+        await engine.finish_if_done(record, loaded)
+        return True
 
     async def _drain(self) -> None:
         handling = list(self._handling)

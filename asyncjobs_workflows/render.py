@@ -24,6 +24,7 @@ STATE_COLOURS: Final[Mapping[str, str]] = {
     "failed": "#ffcdd2",
     "unreachable": "#e0e0e0",
     "skipped": "#fff9c4",
+    "cancelled": "#d7ccc8",
 }
 """The fill colour of each known state label."""
 DEFAULT_FILL: Final = "#ffffff"

@@ -44,6 +44,7 @@ flowchart TD
     classDef failed fill:#ffcdd2
     classDef unreachable fill:#e0e0e0
     classDef skipped fill:#fff9c4
+    classDef cancelled fill:#d7ccc8
     s0["extract<br/>etl:extract<br/>complete"]:::complete
     s1["left<br/>etl:left<br/>failed"]:::failed
     s2["right<br/>etl:right<br/>#60;odd#62; #34;label#34;"]
