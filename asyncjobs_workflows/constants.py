@@ -61,6 +61,8 @@ SWEEP_INTERVAL_S: Final = 30.0
 """How often a releaser re-checks every running run, in case an event was lost (a publish is not guaranteed)."""
 SUBMIT_GRACE_S: Final = 30.0
 """A run still half-submitted this long after it was created is completed by a releaser's sweep."""
+FEED_ACK_WAIT_S: Final = 10.0
+"""Seconds before an event a releaser took and did not acknowledge (it died) goes to another releaser."""
 RELEASE_CONCURRENCY: Final = 64
 """Events a releaser works on at once."""
 LOAD_CONCURRENCY: Final = 256

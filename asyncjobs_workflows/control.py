@@ -177,11 +177,11 @@ async def decide_blocked(engine: Engine, record: RunRecord, loaded: Loaded) -> N
             continue
         if task.state == TaskState.BLOCKED:
             step = loaded.workflow.steps[name]
-            parents = [outcomes[parent] for parent in step.after]
-            failed = step.trigger is Trigger.ALL_SUCCESS and Outcome.FAILED in parents
-            if Outcome.PENDING in parents and not failed:
+            failed = [p for p in step.after if outcomes[p] is Outcome.FAILED and step.trigger is Trigger.ALL_SUCCESS]
+            if not failed and any(outcomes[parent] is Outcome.PENDING for parent in step.after):
                 continue  # its parents' events decide it
-            verdict = await engine.decide(record, loaded, name, first=None, since_ns=None)
+            first = failed[0] if failed else None
+            verdict = await engine.decide(record, loaded, name, first=first, since_ns=None)
             if verdict in (Verdict.SKIP, Verdict.UNREACHABLE):
                 outcomes[name] = Outcome.SKIPPED if verdict is Verdict.SKIP else Outcome.FAILED
                 await engine.settle(record, loaded, name, since_ns=None)

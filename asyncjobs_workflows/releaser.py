@@ -24,7 +24,7 @@ from typing import Final
 from asyncjobs import AsyncJobsError, ClientClosedError, EventFeed, FeedItem, TaskState, TaskStateEvent
 from asyncjobs.metrics import METRICS
 from asyncjobs.wiretime import WireTime, format_time
-from asyncjobs_workflows.constants import FEED_NAME, RUN_KEY_PREFIX, STARTED_KEY_PREFIX, SUBMIT_GRACE_S
+from asyncjobs_workflows.constants import FEED_ACK_WAIT_S, FEED_NAME, RUN_KEY_PREFIX, STARTED_KEY_PREFIX, SUBMIT_GRACE_S
 from asyncjobs_workflows.control import decide_blocked
 from asyncjobs_workflows.engine import Engine
 from asyncjobs_workflows.record import RunRecord, RunState, parse_step_task_id
@@ -73,7 +73,7 @@ class Releaser:
         """
         engine = self._engine
         await engine.kv()
-        feed = EventFeed(engine.client, FEED_NAME, slots=self._concurrency)
+        feed = EventFeed(engine.client, FEED_NAME, slots=self._concurrency, ack_wait=FEED_ACK_WAIT_S)
         sweeping = asyncio.create_task(self._sweep_forever(), name="asyncjobs-workflows-sweep")
         try:
             async with feed:

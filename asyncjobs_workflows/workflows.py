@@ -10,7 +10,13 @@ from datetime import timedelta
 
 from asyncjobs import Client, ConfigurationError, EventFeed, WaitTimeout
 from asyncjobs.kv import Entry
-from asyncjobs_workflows.constants import FEED_NAME, RELEASE_CONCURRENCY, RUN_KEY_PREFIX, SWEEP_INTERVAL_S
+from asyncjobs_workflows.constants import (
+    FEED_ACK_WAIT_S,
+    FEED_NAME,
+    RELEASE_CONCURRENCY,
+    RUN_KEY_PREFIX,
+    SWEEP_INTERVAL_S,
+)
 from asyncjobs_workflows.control import cancel_run, delete_run, require, retry_run, snapshot
 from asyncjobs_workflows.definition import Workflow
 from asyncjobs_workflows.engine import Engine
@@ -115,7 +121,7 @@ class Workflows:
     async def _ensure_feed(self) -> None:
         # The releasers' consumer must exist before the first step can end, or its event would not be kept for them.
         if not self._feed_ready:
-            await EventFeed(self._client, FEED_NAME).ensure()
+            await EventFeed(self._client, FEED_NAME, ack_wait=FEED_ACK_WAIT_S).ensure()
             self._feed_ready = True
 
     async def get(self, run_id: str) -> WorkflowRun:
