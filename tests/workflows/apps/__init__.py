@@ -1,0 +1,1 @@
+"""Small programs the workflow process tests start as subprocesses (``python -m tests.workflows.apps.NAME``)."""
