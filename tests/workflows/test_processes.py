@@ -31,9 +31,9 @@ from tests.workflows.conftest import ClientFactory, releasing
 
 QUEUE: Final = "WFPROC"
 STEP_TYPE: Final = "wf:step"
-RUN_TIMEOUT_S: Final = 40.0
+RUN_TIMEOUT_S: Final = 30.0
 """Longest a run may take here: a releaser killed holding an event leaves it to the others after the feed's ack
-wait (30 s), or to their next sweep."""
+wait (10 s), or to their next sweep."""
 OUTAGE_S: Final = 2.0
 """How long the test watches a run stand still while no releaser runs."""
 
