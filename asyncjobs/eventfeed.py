@@ -260,6 +260,9 @@ class EventFeed:
             pulling.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await pulling
+        # Events pulled but not handed out yet go back at once, rather than after ack_wait.
+        while not self._ready.empty():
+            self._ready.get_nowait().nak()
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -44,7 +44,7 @@ async def require(engine: Engine, run_id: str) -> tuple[RunRecord, Loaded]:
         WorkflowNotFound: no run has that id.
     """
     record = await engine.load_record(run_id)
-    loaded = None if record is None else await engine.loaded(run_id)
+    loaded = None if record is None else await engine.loaded(record)
     if record is None or loaded is None:
         raise WorkflowNotFound(f"no workflow run has id {run_id!r}: list runs with Workflows.list()")
     return record, loaded
@@ -120,6 +120,10 @@ async def retry_run(engine: Engine, run_id: str) -> RunRecord:
         raise RunStateError(
             f"workflow run {run_id} is {record.state.value}: only failed or cancelled runs can be retried ({hint})"
         )
+    # Steps first, while the run still reads failed or cancelled so no releaser looks at it: whoever reads the new
+    # generation then sees only steps brought back. A retry cut short leaves a failed run that a retry finishes.
+    for name in loaded.graph.order:  # parents before children: see the module docstring
+        await _reset(engine, run_id, name)
     kv = await engine.kv()
     revived = record.with_changes(state=RunState.RUNNING, finished=None, generation=record.generation + 1)
     try:
@@ -129,8 +133,6 @@ async def retry_run(engine: Engine, run_id: str) -> RunRecord:
     revived = revived.with_changes(revision=revision)
     engine.forget(run_id)
     await publish_run_event(engine.client, revived)
-    for name in loaded.graph.order:  # parents before children: see the module docstring
-        await _reset(engine, run_id, name)
     await decide_blocked(engine, revived, loaded)
     return await engine.finish_if_done(revived, loaded)
 
@@ -191,32 +193,40 @@ async def decide_blocked(engine: Engine, record: RunRecord, loaded: Loaded) -> N
             log.info("workflow run %s: step %s was released but its work item is missing: queueing it", record.id, name)
             # Not under the release's own id: the server would drop the item as a duplicate of the lost one for its
             # duplicate window. Sweeps in the same few seconds still share one id.
+            current = await engine.load_task(record.id, name)
+            if current is None or current.seq != task.seq:
+                continue  # it moved on since it was read (a worker took it): its item was not lost
             bucket = time.time_ns() // REQUEUE_ID_BUCKET_NS
-            await engine.client.staged.release(task, msg_id=f"{task.id}:q{task.seq}:{bucket}")
+            await engine.client.staged.release(current, msg_id=f"{task.id}:q{task.seq}:{bucket}")
 
 
 async def delete_run(engine: Engine, run_id: str) -> None:
-    """Erase an ended run: its step tasks, then its keys in the runs bucket, the record last.
+    """Erase an ended run: its step tasks, its start times, its record, and its definition last.
 
-    A delete cut short by a crash leaves the record, so deleting again finishes it.
+    A delete cut short by a crash leaves the record or the definition, so deleting again finishes it.
 
     Raises:
         WorkflowNotFound: no run has that id.
         RunStateError: the run is still running.
     """
-    record, loaded = await require(engine, run_id)
-    if record.state is RunState.RUNNING:
-        raise RunStateError(f"workflow run {run_id} is running: cancel it first, or wait for it to end")
-    names = list(loaded.graph.order)
-    for start in range(0, len(names), LOAD_CONCURRENCY):
-        chunk = names[start : start + LOAD_CONCURRENCY]
-        await asyncio.gather(*(_delete_task(engine, step_task_id(run_id, name)) for name in chunk))
     kv = await engine.kv()
+    record = await engine.load_record(run_id)
+    loaded = None if record is None else await engine.loaded(record)
+    if record is not None and record.state is RunState.RUNNING:
+        raise RunStateError(f"workflow run {run_id} is running: cancel it first, or wait for it to end")
+    if record is None and await kv.get(DEFINITION_KEY_PREFIX + run_id) is None:
+        raise WorkflowNotFound(f"no workflow run has id {run_id!r}: list runs with Workflows.list()")
+    if loaded is not None:
+        names = list(loaded.graph.order)
+        for start in range(0, len(names), LOAD_CONCURRENCY):
+            chunk = names[start : start + LOAD_CONCURRENCY]
+            await asyncio.gather(*(_delete_task(engine, step_task_id(run_id, name)) for name in chunk))
     for entry in await kv.entries(f"{STARTED_KEY_PREFIX}{run_id}.>"):
         await kv.delete(entry.key)
+    if record is not None:
+        await kv.delete(run_key(run_id))
     await kv.delete(DEFINITION_KEY_PREFIX + run_id)
-    await kv.delete(run_key(run_id))
-    engine.forget(run_id)
+    engine.forget(run_id, definition=True)
 
 
 async def _delete_task(engine: Engine, task_id: str) -> None:

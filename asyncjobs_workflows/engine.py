@@ -44,7 +44,7 @@ from asyncjobs_workflows.errors import WorkflowError
 from asyncjobs_workflows.graph import Graph
 from asyncjobs_workflows.record import RunRecord, RunState, run_key, step_task_id
 from asyncjobs_workflows.runevents import publish_run_event
-from asyncjobs_workflows.status import Outcome, outcome_of
+from asyncjobs_workflows.status import Outcome, is_cancelled, outcome_of
 
 __all__ = ["Engine", "Loaded"]
 
@@ -70,8 +70,8 @@ class Engine:
     def __init__(self, client: Client) -> None:
         self.client = client
         self._kv: KeyValue | None = None
-        self._loaded: OrderedDict[str, Loaded] = OrderedDict()
-        self._finals: OrderedDict[tuple[str, int], dict[str, Outcome]] = OrderedDict()
+        self._loaded: OrderedDict[tuple[str, int], Loaded] = OrderedDict()
+        self._finals: OrderedDict[tuple[str, int, int], dict[str, Outcome]] = OrderedDict()
         self._prepared = False
         self._prepare_lock = asyncio.Lock()
         self._deciding: dict[tuple[str, int, str], list[str | None]] = {}
@@ -91,31 +91,40 @@ class Engine:
         entry = await (await self.kv()).get(run_key(run_id))
         return None if entry is None else RunRecord.decode(entry.value, revision=entry.revision)
 
-    async def loaded(self, run_id: str) -> Loaded | None:
-        """The run's definition and graph (remembered: they never change), or ``None`` when not stored."""
-        cached = self._loaded.get(run_id)
+    async def loaded(self, record: RunRecord) -> Loaded | None:
+        """The run's definition and graph, or ``None`` when not stored.
+
+        Remembered per incarnation of the run (its id and creation time): a run id deleted and submitted again
+        with another definition is read afresh.
+        """
+        key = (record.id, record.created.unix_ns)
+        cached = self._loaded.get(key)
         if cached is not None:
-            self._loaded.move_to_end(run_id)
+            self._loaded.move_to_end(key)
             return cached
-        entry = await (await self.kv()).get(DEFINITION_KEY_PREFIX + run_id)
+        entry = await (await self.kv()).get(DEFINITION_KEY_PREFIX + record.id)
         if entry is None:
             return None
         workflow = Workflow.from_dict(orjson.loads(entry.value))
         loaded = Loaded(workflow, Graph(workflow))
-        self.remember(run_id, loaded)
+        self.remember(record, loaded)
         return loaded
 
-    def remember(self, run_id: str, loaded: Loaded) -> None:
+    def remember(self, record: RunRecord, loaded: Loaded) -> None:
         """Keep a run's definition (the submitter knows it without reading it)."""
-        self._loaded[run_id] = loaded
-        self._loaded.move_to_end(run_id)
+        key = (record.id, record.created.unix_ns)
+        self._loaded[key] = loaded
+        self._loaded.move_to_end(key)
         while len(self._loaded) > CACHED_RUNS:
             self._loaded.popitem(last=False)
 
-    def forget(self, run_id: str) -> None:
-        """Drop what is remembered of a run's outcomes (it ended, or it is retried)."""
+    def forget(self, run_id: str, *, definition: bool = False) -> None:
+        """Drop what is remembered of a run's outcomes (it ended, or it is retried), and its definition if asked."""
         for key in [key for key in self._finals if key[0] == run_id]:
             del self._finals[key]
+        if definition:
+            for loaded_key in [key for key in self._loaded if key[0] == run_id]:
+                del self._loaded[loaded_key]
 
     async def load_task(self, run_id: str, step: str) -> Task | None:
         """A step's task, or ``None`` when it is not stored (not yet submitted, or erased)."""
@@ -141,7 +150,7 @@ class Engine:
         return outcome
 
     def _finals_of(self, record: RunRecord) -> dict[str, Outcome]:
-        key = (record.id, record.generation)
+        key = (record.id, record.created.unix_ns, record.generation)
         finals = self._finals.get(key)
         if finals is None:
             finals = self._finals[key] = {}
@@ -316,10 +325,23 @@ class Engine:
         log.info("run %s: step %s is %s: %s", record.id, name, what, reason)
 
     async def cancel_step(self, run_id: str, name: str) -> bool:
-        """Stop a step that has not started: withdraw its item and store it ``terminated``; whether it was stopped."""
+        """Stop a step that has not started: store it ``terminated`` (marked cancelled) and withdraw its item.
+
+        The item is withdrawn before and after the write: a release that published it in between is caught by the
+        second withdraw (or by the releaser's own check of the run after it published). Go workers run an item
+        whatever its task's state, so the item must go. A step cancelled already has any item it still has
+        withdrawn again.
+
+        Returns:
+            Whether this call stopped the step.
+        """
         for _ in range(DECIDE_ATTEMPTS):
             task = await self.load_task(run_id, name)
-            if task is None or task.state not in (TaskState.BLOCKED, TaskState.NEW, TaskState.RETRY):
+            if task is None:
+                return False
+            if task.state not in (TaskState.BLOCKED, TaskState.NEW, TaskState.RETRY):
+                if task.queue and is_cancelled(task):
+                    await self.client.staged.withdraw(task.id, queue=task.queue)
                 return False
             if task.queue:
                 await self.client.staged.withdraw(task.id, queue=task.queue)
@@ -330,6 +352,8 @@ class Engine:
                 await self.client.staged.update(task)
             except TaskConflict:
                 continue
+            if task.queue:
+                await self.client.staged.withdraw(task.id, queue=task.queue)
             return True
         return False
 
@@ -361,6 +385,7 @@ class Engine:
         try:
             revision = await kv.update(run_key(record.id), ended.encode(), revision=record.revision)
         except TaskConflict:
+            self.forget(record.id)
             current = await self.load_record(record.id)
             if current is None:
                 raise WorkflowError(f"workflow run {record.id} was deleted while it ended") from None

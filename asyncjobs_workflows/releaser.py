@@ -127,7 +127,8 @@ class Releaser:
         """Handle one step's task event: note when it started, or decide its children and maybe end the run."""
         engine = self._engine
         if state == TaskState.ACTIVE:
-            loaded = await engine.loaded(run_id)
+            current = await engine.load_record(run_id)
+            loaded = None if current is None else await engine.loaded(current)
             index = None if loaded is None else loaded.graph.index.get(step)
             if index is not None:
                 stamp = format_time(WireTime.from_datetime(stored_at))
@@ -142,7 +143,7 @@ class Releaser:
             return
         if record is None or record.state is not RunState.RUNNING or state == TaskState.RETRY:
             return
-        loaded = await engine.loaded(run_id)
+        loaded = await engine.loaded(record)
         if loaded is None or step not in loaded.workflow.steps:
             return
         # Read the step itself: the event may be stale (the run was retried since).
@@ -186,7 +187,7 @@ class Releaser:
 
     async def _sweep_run(self, record: RunRecord) -> bool:
         engine = self._engine
-        loaded = await engine.loaded(record.id)
+        loaded = await engine.loaded(record)
         if loaded is None:
             return False
         if not record.submitted:

@@ -15,6 +15,7 @@ Children are stored before any root can run, so a root's completion always finds
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import orjson
@@ -73,31 +74,37 @@ async def submit_run(engine: Engine, workflow: Workflow, run_id: str) -> tuple[R
         )
     kv = await engine.kv()
     queue = engine.client.queue.name
-    # The definition first: a run record always has its definition beside it.
-    try:
-        await kv.create(DEFINITION_KEY_PREFIX + run_id, definition)
-    except TaskConflict:
-        stored = await kv.get(DEFINITION_KEY_PREFIX + run_id)
-        if stored is not None and orjson.loads(stored.value) != orjson.loads(definition):
-            raise _duplicate(run_id, f"workflow {orjson.loads(stored.value).get('name')!r}") from None
+    # The definition first, so a run record always has its definition beside it. Whoever creates the record owns
+    # the run: a definition left behind by a delete cut short is then replaced.
+    definition_key = DEFINITION_KEY_PREFIX + run_id
+    with contextlib.suppress(TaskConflict):
+        await kv.create(definition_key, definition)
     record = RunRecord(id=run_id, workflow=workflow.name, queue=queue, state=RunState.RUNNING, created=WireTime.now())
     try:
         revision = await kv.create(run_key(run_id), record.encode())
     except TaskConflict:
         existing = await engine.load_record(run_id)
+        stored = await kv.get(definition_key)
         if existing is None:
             raise WorkflowError(
                 f"workflow run {run_id} was deleted while it was submitted again: submit it again"
             ) from None
+        if stored is not None and orjson.loads(stored.value) != orjson.loads(definition):
+            raise _duplicate(run_id, f"workflow {existing.workflow!r}") from None
         if existing.queue != queue:
             raise _duplicate(run_id, f"queue {existing.queue!r}") from None
+        if stored is None:
+            await kv.put(definition_key, definition)  # the first submit stopped between the two
         record = existing
     else:
         record = record.with_changes(revision=revision)
+        stored = await kv.get(definition_key)
+        if stored is None or stored.value != definition:
+            await kv.put(definition_key, definition)
         METRICS.workflow_runs_started.labels(workflow.name).inc()
         log.info("run %s of workflow %s submitted with %d steps", run_id, workflow.name, len(workflow.steps))
     loaded = Loaded(workflow, Graph(workflow))
-    engine.remember(run_id, loaded)
+    engine.remember(record, loaded)
     if record.submitted:
         return record, await _current(engine, record, workflow)
     return await complete_submission(engine, record, loaded)
@@ -145,6 +152,11 @@ async def complete_submission(engine: Engine, record: RunRecord, loaded: Loaded)
     else:
         marked = marked.with_changes(revision=revision)
         await publish_run_event(engine.client, marked)
+    if marked.state is RunState.CANCELLED:
+        # Cancelled while it was being submitted: the cancel may have looked at the steps before they were stored.
+        for name in graph.order:
+            await engine.cancel_step(record.id, name)
+        return marked, tasks
     # Steps may all have ended before the run was marked submitted, when no releaser could end it.
     marked = await engine.finish_if_done(marked, loaded)
     return marked, tasks

@@ -9,7 +9,7 @@ import math
 from datetime import timedelta
 
 from asyncjobs import Client, ConfigurationError, EventFeed, WaitTimeout
-from asyncjobs.kv import Entry
+from asyncjobs.kv import Deleted, Entry
 from asyncjobs_workflows.constants import (
     FEED_ACK_WAIT_S,
     FEED_NAME,
@@ -20,7 +20,7 @@ from asyncjobs_workflows.constants import (
 from asyncjobs_workflows.control import cancel_run, delete_run, require, retry_run, snapshot
 from asyncjobs_workflows.definition import Workflow
 from asyncjobs_workflows.engine import Engine
-from asyncjobs_workflows.errors import InvalidWorkflow
+from asyncjobs_workflows.errors import InvalidWorkflow, WorkflowNotFound
 from asyncjobs_workflows.record import RunRecord, RunState, new_run_id, run_key, validate_run_id
 from asyncjobs_workflows.releaser import Releaser
 from asyncjobs_workflows.runevents import RunEvents
@@ -141,7 +141,7 @@ class Workflows:
             timeout: seconds to wait at most; ``None`` waits as long as it takes.
 
         Raises:
-            WorkflowNotFound: no run has that id.
+            WorkflowNotFound: no run has that id, or it was deleted while waited for.
             WaitTimeout: the run had not ended within ``timeout``.
         """
         run_id = _checked(run_id)
@@ -155,6 +155,8 @@ class Workflows:
             async with asyncio.timeout(timeout) as scope:
                 async with kv.watch(run_key(run_id)) as watch:
                     async for change in watch:
+                        if isinstance(change, Deleted):
+                            raise WorkflowNotFound(f"workflow run {run_id} was deleted while it was waited for")
                         if isinstance(change, Entry) and RunRecord.decode(change.value).state is not RunState.RUNNING:
                             break
         except TimeoutError:
@@ -176,7 +178,7 @@ class Workflows:
             RunStateError: the run already completed or failed.
         """
         record = await asyncio.shield(asyncio.ensure_future(cancel_run(self._engine, _checked(run_id))))
-        loaded = await self._engine.loaded(record.id)
+        loaded = await self._engine.loaded(record)
         assert loaded is not None
         return await snapshot(self._engine, record, loaded)
 
@@ -191,7 +193,7 @@ class Workflows:
             RunStateError: the run is still running, or completed.
         """
         record = await asyncio.shield(asyncio.ensure_future(retry_run(self._engine, _checked(run_id))))
-        loaded = await self._engine.loaded(record.id)
+        loaded = await self._engine.loaded(record)
         assert loaded is not None
         return await snapshot(self._engine, record, loaded)
 
@@ -219,7 +221,7 @@ class Workflows:
         records.sort(key=lambda r: (r.created.unix_ns, r.id))
         runs = []
         for record in records:
-            loaded = await self._engine.loaded(record.id)
+            loaded = await self._engine.loaded(record)
             if loaded is not None:
                 runs.append(await snapshot(self._engine, record, loaded))
         return runs
