@@ -25,7 +25,7 @@ from asyncjobs_workflows.decide import Verdict
 from asyncjobs_workflows.definition import Trigger
 from asyncjobs_workflows.engine import DECIDE_ATTEMPTS, Engine, Loaded
 from asyncjobs_workflows.errors import RunStateError, WorkflowError, WorkflowNotFound
-from asyncjobs_workflows.record import RunRecord, RunState, run_key, step_task_id
+from asyncjobs_workflows.record import RunRecord, RunState, run_key, step_of_started_key, step_task_id
 from asyncjobs_workflows.runevents import publish_run_event
 from asyncjobs_workflows.status import Outcome, StepStatus, WorkflowRun, outcome_of
 from asyncjobs_workflows.submission import queue_root
@@ -64,12 +64,11 @@ async def snapshot(engine: Engine, record: RunRecord, loaded: Loaded) -> Workflo
 
 
 async def _started_times(engine: Engine, run_id: str, loaded: Loaded) -> dict[str, datetime]:
-    by_index = {index: name for name, index in loaded.graph.index.items()}
     found: dict[str, datetime] = {}
     prefix = f"{STARTED_KEY_PREFIX}{run_id}."
     for entry in await (await engine.kv()).entries(prefix + ">"):
-        name = by_index.get(int(entry.key[len(prefix) :])) if entry.key[len(prefix) :].isdigit() else None
-        if name is None:
+        name = step_of_started_key(entry.key[len(prefix) :])
+        if name not in loaded.workflow.steps:
             continue
         try:
             found[name] = parse_time(entry.value.decode()).to_datetime()
@@ -173,6 +172,7 @@ async def decide_blocked(engine: Engine, record: RunRecord, loaded: Loaded) -> N
     order = loaded.graph.order
     tasks = await engine.tasks(record.id, order)
     outcomes = {name: engine.note(record, name, task) for name, task in tasks.items()}
+    released: list[str] = []
     for name in order:
         task = tasks[name]
         if task is None:
@@ -184,11 +184,14 @@ async def decide_blocked(engine: Engine, record: RunRecord, loaded: Loaded) -> N
                 continue  # its parents' events decide it
             first = failed[0] if failed else None
             verdict = await engine.decide(record, loaded, name, first=first, since_ns=None)
+            if verdict is Verdict.RUN:
+                released.append(name)
             if verdict in (Verdict.SKIP, Verdict.UNREACHABLE):
                 outcomes[name] = Outcome.SKIPPED if verdict is Verdict.SKIP else Outcome.FAILED
                 await engine.settle(record, loaded, name, since_ns=None)
         elif task.state == TaskState.NEW and not task.queue:
             await queue_root(engine, record, loaded, name, task)  # a root whose submit stopped short
+            released.append(name)
         elif task.state == TaskState.NEW and not await engine.client.staged.queued(task.id, queue=task.queue):
             log.info("workflow run %s: step %s was released but its work item is missing: queueing it", record.id, name)
             # Not under the release's own id: the server would drop the item as a duplicate of the lost one for its
@@ -198,6 +201,8 @@ async def decide_blocked(engine: Engine, record: RunRecord, loaded: Loaded) -> N
                 continue  # it moved on since it was read (a worker took it): its item was not lost
             bucket = time.time_ns() // REQUEUE_ID_BUCKET_NS
             await engine.client.staged.release(current, msg_id=f"{task.id}:q{task.seq}:{bucket}")
+            released.append(name)
+    await engine.recheck_cancel(record, released)
 
 
 async def delete_run(engine: Engine, run_id: str) -> None:
@@ -214,7 +219,8 @@ async def delete_run(engine: Engine, run_id: str) -> None:
     loaded = None if record is None else await engine.loaded(record)
     if record is not None and record.state is RunState.RUNNING:
         raise RunStateError(f"workflow run {run_id} is running: cancel it first, or wait for it to end")
-    if record is None and await kv.get(DEFINITION_KEY_PREFIX + run_id) is None:
+    definition = await kv.get(DEFINITION_KEY_PREFIX + run_id)
+    if record is None and definition is None:
         raise WorkflowNotFound(f"no workflow run has id {run_id!r}: list runs with Workflows.list()")
     if loaded is not None:
         names = list(loaded.graph.order)
@@ -224,8 +230,14 @@ async def delete_run(engine: Engine, run_id: str) -> None:
     for entry in await kv.entries(f"{STARTED_KEY_PREFIX}{run_id}.>"):
         await kv.delete(entry.key)
     if record is not None:
-        await kv.delete(run_key(run_id))
-    await kv.delete(DEFINITION_KEY_PREFIX + run_id)
+        try:
+            await kv.delete(run_key(run_id), revision=record.revision)
+        except TaskConflict:
+            raise RunStateError(f"workflow run {run_id} changed while it was deleted: look at it again") from None
+    if definition is not None:
+        # Only the definition read above: a submit of the run id since then wrote its own, which stays.
+        with contextlib.suppress(TaskConflict):
+            await kv.delete(DEFINITION_KEY_PREFIX + run_id, revision=definition.revision)
     engine.forget(run_id, definition=True)
 
 

@@ -36,6 +36,10 @@ class Verdict(Enum):
     """It never runs: a parent was skipped (``all_success``) or a condition is false."""
     UNREACHABLE = "unreachable"
     """It never runs: a parent failed (``all_success``)."""
+    DECIDED = "decided"
+    """Nothing to do: the step is no longer blocked (decided before, or brought back by nobody yet)."""
+    PASSED = "passed"
+    """Nothing to do here: a decision on the step already under way in this process takes this request over."""
 
 
 class Scan:

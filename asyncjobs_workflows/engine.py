@@ -162,7 +162,7 @@ class Engine:
 
     # -- deciding -----------------------------------------------------------------------------------------------
 
-    async def settle(self, record: RunRecord, loaded: Loaded, step: str, since_ns: int | None) -> None:
+    async def settle(self, record: RunRecord, loaded: Loaded, step: str, since_ns: int | None) -> bool:
         """Decide the children of ``step`` (now final), then theirs when they end at once (unreachable, skipped).
 
         Args:
@@ -170,7 +170,11 @@ class Engine:
             loaded: its definition.
             step: the step that reached a final state.
             since_ns: when that state was stored (for the release latency), if known.
+
+        Returns:
+            Whether a child is still waiting for a parent (the run cannot have ended, so nobody needs to look).
         """
+        waiting = False
         work = [step]
         while work:
             parent = work.pop()
@@ -181,6 +185,22 @@ class Engine:
                     *(self.decide(record, loaded, child, first=parent, since_ns=since_ns) for child in chunk)
                 )
                 work.extend(child for child, v in zip(chunk, verdicts, strict=True) if v in _ENDS_AT_ONCE)
+                waiting = waiting or Verdict.WAIT in verdicts
+                await self.recheck_cancel(record, [c for c, v in zip(chunk, verdicts, strict=True) if v is Verdict.RUN])
+        return waiting
+
+    async def recheck_cancel(self, record: RunRecord, released: list[str]) -> None:
+        """After releasing steps: if the run was cancelled meanwhile (after we read it), stop them again.
+
+        The cancel stores the run first, then stops steps; a step released after the cancel looked at it would
+        otherwise keep its work item, which a Go worker runs whatever the task's state.
+        """
+        if not released:
+            return
+        current = await self.load_record(record.id)
+        if current is not None and current.state is RunState.CANCELLED:
+            for name in released:
+                await self.cancel_step(record.id, name)
 
     async def decide(
         self, record: RunRecord, loaded: Loaded, name: str, *, first: str | None, since_ns: int | None
@@ -198,7 +218,7 @@ class Engine:
         asked = self._deciding.get(key)
         if asked is not None:
             asked.append(first)
-            return Verdict.WAIT
+            return Verdict.PASSED
         asked = self._deciding[key] = []
         try:
             firsts: list[str | None] = [first]
@@ -221,7 +241,7 @@ class Engine:
             if task is None or task.state != TaskState.BLOCKED:
                 if task is not None:
                     self.note(record, name, task)
-                return Verdict.WAIT
+                return Verdict.DECIDED
             scan = Scan(step.trigger)
             for parent in parents:
                 if not scan.add(parent, await self.outcome(record, parent)):
@@ -232,7 +252,7 @@ class Engine:
             except TaskConflict:
                 continue  # someone else changed it: read it again and decide again
         log.warning("run %s: step %s kept changing under us; the next sweep decides it", record.id, name)
-        return Verdict.WAIT
+        return Verdict.DECIDED
 
     async def _apply(
         self, record: RunRecord, step: Step, task: Task, verdict: Verdict, cause: str | None, since_ns: int | None
@@ -310,10 +330,6 @@ class Engine:
         METRICS.workflow_steps_decided.labels(record.workflow, "released").inc()
         if since_ns is not None:
             METRICS.workflow_release_seconds.labels(record.workflow).observe(max(0, time.time_ns() - since_ns) / 1e9)
-        # A cancel may have come between our read of the run and the release: do not leave its item behind.
-        current = await self.load_record(record.id)
-        if current is not None and current.state is RunState.CANCELLED:
-            await self.cancel_step(record.id, step.name)
 
     async def _end(self, record: RunRecord, name: str, task: Task, state: TaskState, reason: str, what: str) -> None:
         task.state = state

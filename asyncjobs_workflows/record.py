@@ -16,7 +16,7 @@ from asyncjobs.codec import dumps, loads_object
 from asyncjobs.errors import CorruptDataError
 from asyncjobs.ksuid import new_ksuid
 from asyncjobs.wiretime import WireTime, format_time, parse_time
-from asyncjobs_workflows.constants import MAX_RUN_ID_LENGTH, RUN_KEY_PREFIX, STEP_TASK_ID_PREFIX
+from asyncjobs_workflows.constants import MAX_RUN_ID_LENGTH, RUN_KEY_PREFIX, STARTED_KEY_PREFIX, STEP_TASK_ID_PREFIX
 from asyncjobs_workflows.errors import InvalidWorkflow
 
 __all__ = [
@@ -25,6 +25,8 @@ __all__ = [
     "new_run_id",
     "parse_step_task_id",
     "run_key",
+    "started_key",
+    "step_of_started_key",
     "step_task_id",
     "validate_run_id",
 ]
@@ -87,6 +89,20 @@ def run_key(run_id: str) -> str:
     return RUN_KEY_PREFIX + run_id
 
 
+def started_key(run_id: str, step: str) -> str:
+    """The runs-bucket key of when a step's latest try started: ``started.<run id>.<step>``.
+
+    Key-value keys may not hold ``:`` (nats.go refuses them), step names may: it is written ``=``, which step names
+    never hold.
+    """
+    return f"{STARTED_KEY_PREFIX}{run_id}.{step.replace(':', '=')}"
+
+
+def step_of_started_key(suffix: str) -> str:
+    """The step name from the part of a start-time key after ``started.<run id>.``."""
+    return suffix.replace("=", ":")
+
+
 @dataclass(frozen=True, slots=True)
 class RunRecord:
     """A run as stored in ``run.<run id>``."""
@@ -104,6 +120,9 @@ class RunRecord:
     """How many times the run was retried."""
     submitted: bool = False
     """Whether every step task was stored and the roots released (a crashed submit leaves it false)."""
+    digest: str = ""
+    """The SHA-256 of the definition it was submitted with (hex): submits of one run id with another definition are
+    refused by it, whatever they find under ``def.<run id>`` meanwhile."""
     revision: int = 0
     """The bucket revision this copy was read at (not stored)."""
 
@@ -124,6 +143,8 @@ class RunRecord:
         }
         if self.finished is not None:
             obj["finished"] = format_time(self.finished)
+        if self.digest:
+            obj["digest"] = self.digest
         return dumps(obj)
 
     @classmethod
@@ -145,6 +166,7 @@ class RunRecord:
                 finished=None if finished is None else parse_time(finished),
                 generation=int(obj.get("generation", 0)),
                 submitted=bool(obj.get("submitted", False)),
+                digest=str(obj.get("digest", "")),
                 revision=revision,
             )
         except (KeyError, ValueError, TypeError) as exc:

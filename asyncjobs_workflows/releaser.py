@@ -24,10 +24,10 @@ from typing import Final
 from asyncjobs import AsyncJobsError, ClientClosedError, EventFeed, FeedItem, TaskState, TaskStateEvent
 from asyncjobs.metrics import METRICS
 from asyncjobs.wiretime import WireTime, format_time
-from asyncjobs_workflows.constants import FEED_ACK_WAIT_S, FEED_NAME, RUN_KEY_PREFIX, STARTED_KEY_PREFIX, SUBMIT_GRACE_S
+from asyncjobs_workflows.constants import FEED_ACK_WAIT_S, FEED_NAME, RUN_KEY_PREFIX, SUBMIT_GRACE_S
 from asyncjobs_workflows.control import decide_blocked
 from asyncjobs_workflows.engine import Engine
-from asyncjobs_workflows.record import RunRecord, RunState, parse_step_task_id
+from asyncjobs_workflows.record import RunRecord, RunState, parse_step_task_id, started_key
 from asyncjobs_workflows.status import Outcome
 from asyncjobs_workflows.submission import complete_submission
 
@@ -127,12 +127,8 @@ class Releaser:
         """Handle one step's task event: note when it started, or decide its children and maybe end the run."""
         engine = self._engine
         if state == TaskState.ACTIVE:
-            current = await engine.load_record(run_id)
-            loaded = None if current is None else await engine.loaded(current)
-            index = None if loaded is None else loaded.graph.index.get(step)
-            if index is not None:
-                stamp = format_time(WireTime.from_datetime(stored_at))
-                await (await engine.kv()).put(f"{STARTED_KEY_PREFIX}{run_id}.{index}", stamp.encode())
+            stamp = format_time(WireTime.from_datetime(stored_at))
+            await (await engine.kv()).put(started_key(run_id, step), stamp.encode())
             return
         if state not in FINAL_STATES and state != TaskState.RETRY:
             return
@@ -149,8 +145,9 @@ class Releaser:
         # Read the step itself: the event may be stale (the run was retried since).
         if engine.note(record, step, await engine.load_task(run_id, step)) is Outcome.PENDING:
             return
-        await engine.settle(record, loaded, step, since_ns=WireTime.from_datetime(stored_at).unix_ns)
-        await engine.finish_if_done(record, loaded)
+        waiting = await engine.settle(record, loaded, step, since_ns=WireTime.from_datetime(stored_at).unix_ns)
+        if not waiting:  # a child still waiting for a parent means the run goes on: no need to look
+            await engine.finish_if_done(record, loaded)
 
     async def _sweep_forever(self) -> None:
         while True:

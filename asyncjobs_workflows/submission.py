@@ -16,6 +16,7 @@ Children are stored before any root can run, so a root's completion always finds
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 
 import orjson
@@ -75,21 +76,30 @@ async def submit_run(engine: Engine, workflow: Workflow, run_id: str) -> tuple[R
     kv = await engine.kv()
     queue = engine.client.queue.name
     # The definition first, so a run record always has its definition beside it. Whoever creates the record owns
-    # the run: a definition left behind by a delete cut short is then replaced.
+    # the run and writes its definition again (a definition left behind by a delete cut short is replaced, and a
+    # delete racing this submit sees the definition change under it); the record's digest of the definition is
+    # what any other submit of the run id is compared with.
     definition_key = DEFINITION_KEY_PREFIX + run_id
+    digest = hashlib.sha256(definition).hexdigest()
     with contextlib.suppress(TaskConflict):
         await kv.create(definition_key, definition)
-    record = RunRecord(id=run_id, workflow=workflow.name, queue=queue, state=RunState.RUNNING, created=WireTime.now())
+    record = RunRecord(
+        id=run_id, workflow=workflow.name, queue=queue, state=RunState.RUNNING, created=WireTime.now(), digest=digest
+    )
     try:
         revision = await kv.create(run_key(run_id), record.encode())
     except TaskConflict:
         existing = await engine.load_record(run_id)
-        stored = await kv.get(definition_key)
         if existing is None:
             raise WorkflowError(
                 f"workflow run {run_id} was deleted while it was submitted again: submit it again"
             ) from None
-        if stored is not None and orjson.loads(stored.value) != orjson.loads(definition):
+        stored = await kv.get(definition_key)
+        if existing.digest:
+            same = existing.digest == digest
+        else:  # a record written before records kept the digest: compare with the stored definition
+            same = stored is None or orjson.loads(stored.value) == orjson.loads(definition)
+        if not same:
             raise _duplicate(run_id, f"workflow {existing.workflow!r}") from None
         if existing.queue != queue:
             raise _duplicate(run_id, f"queue {existing.queue!r}") from None
@@ -98,9 +108,7 @@ async def submit_run(engine: Engine, workflow: Workflow, run_id: str) -> tuple[R
         record = existing
     else:
         record = record.with_changes(revision=revision)
-        stored = await kv.get(definition_key)
-        if stored is None or stored.value != definition:
-            await kv.put(definition_key, definition)
+        await kv.put(definition_key, definition)
         METRICS.workflow_runs_started.labels(workflow.name).inc()
         log.info("run %s of workflow %s submitted with %d steps", run_id, workflow.name, len(workflow.steps))
     loaded = Loaded(workflow, Graph(workflow))

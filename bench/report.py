@@ -189,6 +189,7 @@ efficiency (hand-made CPU per task / library CPU per task) says the same from th
 ./dev bench --no-write      # print only
 ./dev bench --only library  # one scenario group (never writes this file); also publish, pull, handmade, latency
 ./dev bench --scheduler     # the scheduler benchmark only (about 5 minutes): rewrites its section, below
+./dev bench --workflows     # the workflows benchmark only (under a minute): rewrites its section, below
 ```
 
 To profile the library: `.venv/bin/python -m cProfile -o /tmp/prof.out bench/run.py --only library`.
@@ -198,23 +199,29 @@ To profile the library: `.venv/bin/python -m cProfile -o /tmp/prof.out bench/run
 SCHEDULER_BEGIN: Final = "<!-- scheduler-bench:begin -->"
 SCHEDULER_END: Final = "<!-- scheduler-bench:end -->"
 """The markers of the Scheduler section, which ``bench/scheduler.py`` writes and this report keeps."""
+WORKFLOWS_BEGIN: Final = "<!-- workflows-bench:begin -->"
+WORKFLOWS_END: Final = "<!-- workflows-bench:end -->"
+"""The markers of the Workflows section, which ``bench/workflows.py`` writes and this report keeps."""
 
 
-def _kept_scheduler_section(path: Path) -> list[str]:
-    """The Scheduler section already in ``path``, with its markers, or nothing."""
+def _kept_sections(path: Path) -> list[str]:
+    """The Scheduler and Workflows sections already in ``path``, with their markers, or nothing."""
     try:
         text = path.read_text()
     except OSError:
         return []
-    start, end = text.find(SCHEDULER_BEGIN), text.find(SCHEDULER_END)
-    if start < 0 or end < start:
-        return []
-    return ["", text[start : end + len(SCHEDULER_END)]]
+    kept = []
+    for begin, end in ((SCHEDULER_BEGIN, SCHEDULER_END), (WORKFLOWS_BEGIN, WORKFLOWS_END)):
+        start, stop = text.find(begin), text.find(end)
+        if start >= 0 and stop > start:
+            kept += ["", text[start : stop + len(end)]]
+    return kept
 
 
 def write_markdown(path: Path, results: Results, machine: Machine, settings: Settings, seconds: float) -> None:
-    """Overwrite ``path`` with the report, keeping its Scheduler section (written by ``bench/scheduler.py``)."""
-    kept = _kept_scheduler_section(path)
+    """Overwrite ``path`` with the report, keeping its Scheduler and Workflows sections (``bench/scheduler.py``,
+    ``bench/workflows.py``)."""
+    kept = _kept_sections(path)
     when = datetime.now(UTC)
     lines = [
         "# Performance",

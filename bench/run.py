@@ -56,6 +56,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run the scheduler benchmark instead (python -m bench.scheduler, about 5 minutes); rewrites only its "
         "section of the report unless --no-write",
     )
+    parser.add_argument(
+        "--workflows",
+        action="store_true",
+        help="run the workflows benchmark instead (python -m bench.workflows, under a minute); rewrites only its "
+        "section of the report unless --no-write or --quick",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log asyncjobs debug output too")
     args = parser.parse_args(argv)
     only = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -105,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         from bench import scheduler  # imports asyncjobs_scheduler, which the other scenarios do not need
 
         return scheduler.main([*([] if args.no_write else ["--write-docs"]), *(["-v"] if args.verbose else [])])
+    if args.workflows:
+        from bench import workflows  # imports asyncjobs_workflows, which the other scenarios do not need
+
+        write = [] if args.no_write or args.quick else ["--write-docs"]
+        return workflows.main([*write, *(["--quick"] if args.quick else []), *(["-v"] if args.verbose else [])])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     if not args.verbose:
         logging.getLogger("asyncjobs").setLevel(logging.WARNING)

@@ -31,7 +31,7 @@ async def test_delete_erases_the_tasks_and_keys_of_an_ended_run(client: asyncjob
         done = await flows.wait(run.id, timeout=10)
     assert done.state is RunState.COMPLETE
     kv = client.key_value(RUNS_BUCKET)
-    assert {entry.key for entry in await kv.entries()} >= {f"run.{run.id}", f"def.{run.id}", f"started.{run.id}.0"}
+    assert {entry.key for entry in await kv.entries()} >= {f"run.{run.id}", f"def.{run.id}", f"started.{run.id}.a"}
 
     await flows.delete(run.id)
 
