@@ -52,6 +52,8 @@ log = logging.getLogger("asyncjobs.workflows")
 
 CACHED_RUNS: Final = 1_000
 """Runs whose definitions and final outcomes an engine remembers; the least recently used are forgotten."""
+CACHED_BLOCKERS: Final = 100_000
+"""Waiting steps whose blocking parent an engine remembers."""
 DECIDE_ATTEMPTS: Final = 5
 """Reads and decisions of one step before giving up on a write that keeps conflicting (the sweep comes back)."""
 
@@ -75,6 +77,8 @@ class Engine:
         self._prepared = False
         self._prepare_lock = asyncio.Lock()
         self._deciding: dict[tuple[str, int, str], list[str | None]] = {}
+        self._blocked_by: OrderedDict[tuple[str, int, int, str], str] = OrderedDict()
+        """For a step found waiting: the parent it waited for (the next decision looks at that parent first)."""
 
     # -- storage ------------------------------------------------------------------------------------------------
 
@@ -185,7 +189,8 @@ class Engine:
                     *(self.decide(record, loaded, child, first=parent, since_ns=since_ns) for child in chunk)
                 )
                 work.extend(child for child, v in zip(chunk, verdicts, strict=True) if v in _ENDS_AT_ONCE)
-                waiting = waiting or Verdict.WAIT in verdicts
+                # A decision handed to one under way (PASSED) ends in that one's event, which looks at the run.
+                waiting = waiting or Verdict.WAIT in verdicts or Verdict.PASSED in verdicts
                 await self.recheck_cancel(record, [c for c, v in zip(chunk, verdicts, strict=True) if v is Verdict.RUN])
         return waiting
 
@@ -236,6 +241,13 @@ class Engine:
         step = loaded.workflow.steps[name]
         front = [parent for parent in dict.fromkeys(firsts) if parent is not None]
         parents = (*front, *(parent for parent in step.after if parent not in front))
+        key = (record.id, record.created.unix_ns, record.generation, name)
+        blocker = self._blocked_by.get(key)
+        if blocker is not None and blocker not in front and await self.outcome(record, blocker) is Outcome.PENDING:
+            # The parent it waited for last time has still not ended (read afresh unless known final), so the answer
+            # is still to wait: no need to read the step itself (a fan-in's task holds every parent's id).
+            return Verdict.WAIT
+        self._blocked_by.pop(key, None)
         for _ in range(DECIDE_ATTEMPTS):
             task = await self.load_task(record.id, name)
             if task is None or task.state != TaskState.BLOCKED:
@@ -243,10 +255,17 @@ class Engine:
                     self.note(record, name, task)
                 return Verdict.DECIDED
             scan = Scan(step.trigger)
+            pending = None
             for parent in parents:
-                if not scan.add(parent, await self.outcome(record, parent)):
+                outcome = await self.outcome(record, parent)
+                if not scan.add(parent, outcome):
+                    pending = parent if outcome is Outcome.PENDING else None
                     break
             verdict = scan.verdict()
+            if verdict is Verdict.WAIT and pending is not None:
+                self._blocked_by[key] = pending
+                while len(self._blocked_by) > CACHED_BLOCKERS:
+                    self._blocked_by.popitem(last=False)
             try:
                 return await self._apply(record, step, task, verdict, scan.cause, since_ns)
             except TaskConflict:
