@@ -63,6 +63,8 @@ SUBMIT_GRACE_S: Final = 30.0
 """A run still half-submitted this long after it was created is completed by a releaser's sweep."""
 FEED_ACK_WAIT_S: Final = 10.0
 """Seconds before an event a releaser took and did not acknowledge (it died) goes to another releaser."""
+DECIDE_ATTEMPTS: Final = 5
+"""Reads and writes of one step before giving up on a write that keeps conflicting (the sweep comes back to it)."""
 RELEASE_CONCURRENCY: Final = 64
 """Events a releaser works on at once."""
 LOAD_CONCURRENCY: Final = 256

@@ -20,14 +20,15 @@ from datetime import datetime
 
 from asyncjobs import Task, TaskConflict, TaskNotFound, TaskState
 from asyncjobs.wiretime import parse_time
-from asyncjobs_workflows.constants import DEFINITION_KEY_PREFIX, LOAD_CONCURRENCY, STARTED_KEY_PREFIX
+from asyncjobs_workflows.constants import DECIDE_ATTEMPTS, DEFINITION_KEY_PREFIX, LOAD_CONCURRENCY, STARTED_KEY_PREFIX
 from asyncjobs_workflows.decide import Verdict
 from asyncjobs_workflows.definition import Trigger
-from asyncjobs_workflows.engine import DECIDE_ATTEMPTS, Engine, Loaded
+from asyncjobs_workflows.engine import Engine, Loaded
 from asyncjobs_workflows.errors import RunStateError, WorkflowError, WorkflowNotFound
 from asyncjobs_workflows.record import RunRecord, RunState, run_key, step_of_started_key, step_task_id
 from asyncjobs_workflows.runevents import publish_run_event
 from asyncjobs_workflows.status import Outcome, StepStatus, WorkflowRun, outcome_of
+from asyncjobs_workflows.stopping import cancel_step, recheck_cancel
 from asyncjobs_workflows.submission import queue_root
 
 __all__ = ["cancel_run", "decide_blocked", "delete_run", "retry_run", "snapshot"]
@@ -102,7 +103,7 @@ async def cancel_run(engine: Engine, run_id: str) -> RunRecord:
     names = list(loaded.graph.order)
     for start in range(0, len(names), LOAD_CONCURRENCY):
         chunk = names[start : start + LOAD_CONCURRENCY]
-        await asyncio.gather(*(engine.cancel_step(run_id, name) for name in chunk))
+        await asyncio.gather(*(cancel_step(engine, run_id, name) for name in chunk))
     return record
 
 
@@ -202,7 +203,7 @@ async def decide_blocked(engine: Engine, record: RunRecord, loaded: Loaded) -> N
             bucket = time.time_ns() // REQUEUE_ID_BUCKET_NS
             await engine.client.staged.release(current, msg_id=f"{task.id}:q{task.seq}:{bucket}")
             released.append(name)
-    await engine.recheck_cancel(record, released)
+    await recheck_cancel(engine, record, released)
 
 
 async def delete_run(engine: Engine, run_id: str) -> None:

@@ -29,7 +29,7 @@ from asyncjobs.metrics import METRICS
 from asyncjobs.wiretime import NS_PER_SECOND, WireTime
 from asyncjobs_workflows.conditions import evaluate_all
 from asyncjobs_workflows.constants import (
-    CANCELLED_ERROR,
+    DECIDE_ATTEMPTS,
     DEFINITION_KEY_PREFIX,
     DEPENDENCY_FAILED_PREFIX,
     LOAD_CONCURRENCY,
@@ -44,7 +44,8 @@ from asyncjobs_workflows.errors import WorkflowError
 from asyncjobs_workflows.graph import Graph
 from asyncjobs_workflows.record import RunRecord, RunState, run_key, step_task_id
 from asyncjobs_workflows.runevents import publish_run_event
-from asyncjobs_workflows.status import Outcome, is_cancelled, outcome_of
+from asyncjobs_workflows.status import Outcome, outcome_of
+from asyncjobs_workflows.stopping import recheck_cancel
 
 __all__ = ["Engine", "Loaded"]
 
@@ -54,8 +55,6 @@ CACHED_RUNS: Final = 1_000
 """Runs whose definitions and final outcomes an engine remembers; the least recently used are forgotten."""
 CACHED_BLOCKERS: Final = 100_000
 """Waiting steps whose blocking parent an engine remembers."""
-DECIDE_ATTEMPTS: Final = 5
-"""Reads and decisions of one step before giving up on a write that keeps conflicting (the sweep comes back)."""
 
 
 @dataclass(slots=True)
@@ -191,21 +190,10 @@ class Engine:
                 work.extend(child for child, v in zip(chunk, verdicts, strict=True) if v in _ENDS_AT_ONCE)
                 # A decision handed to one under way (PASSED) ends in that one's event, which looks at the run.
                 waiting = waiting or Verdict.WAIT in verdicts or Verdict.PASSED in verdicts
-                await self.recheck_cancel(record, [c for c, v in zip(chunk, verdicts, strict=True) if v is Verdict.RUN])
+                await recheck_cancel(
+                    self, record, [c for c, v in zip(chunk, verdicts, strict=True) if v is Verdict.RUN]
+                )
         return waiting
-
-    async def recheck_cancel(self, record: RunRecord, released: list[str]) -> None:
-        """After releasing steps: if the run was cancelled meanwhile (after we read it), stop them again.
-
-        The cancel stores the run first, then stops steps; a step released after the cancel looked at it would
-        otherwise keep its work item, which a Go worker runs whatever the task's state.
-        """
-        if not released:
-            return
-        current = await self.load_record(record.id)
-        if current is not None and current.state is RunState.CANCELLED:
-            for name in released:
-                await self.cancel_step(record.id, name)
 
     async def decide(
         self, record: RunRecord, loaded: Loaded, name: str, *, first: str | None, since_ns: int | None
@@ -358,39 +346,6 @@ class Engine:
         self.note(record, name, task)
         METRICS.workflow_steps_decided.labels(record.workflow, what).inc()
         log.info("run %s: step %s is %s: %s", record.id, name, what, reason)
-
-    async def cancel_step(self, run_id: str, name: str) -> bool:
-        """Stop a step that has not started: store it ``terminated`` (marked cancelled) and withdraw its item.
-
-        The item is withdrawn before and after the write: a release that published it in between is caught by the
-        second withdraw (or by the releaser's own check of the run after it published). Go workers run an item
-        whatever its task's state, so the item must go. A step cancelled already has any item it still has
-        withdrawn again.
-
-        Returns:
-            Whether this call stopped the step.
-        """
-        for _ in range(DECIDE_ATTEMPTS):
-            task = await self.load_task(run_id, name)
-            if task is None:
-                return False
-            if task.state not in (TaskState.BLOCKED, TaskState.NEW, TaskState.RETRY):
-                if task.queue and is_cancelled(task):
-                    await self.client.staged.withdraw(task.id, queue=task.queue)
-                return False
-            if task.queue:
-                await self.client.staged.withdraw(task.id, queue=task.queue)
-            task.state = TaskState.TERMINATED
-            task.last_err = CANCELLED_ERROR
-            task.tried_at = WireTime.now()
-            try:
-                await self.client.staged.update(task)
-            except TaskConflict:
-                continue
-            if task.queue:
-                await self.client.staged.withdraw(task.id, queue=task.queue)
-            return True
-        return False
 
     # -- ending the run ------------------------------------------------------------------------------------------
 

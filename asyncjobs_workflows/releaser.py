@@ -29,6 +29,7 @@ from asyncjobs_workflows.control import decide_blocked
 from asyncjobs_workflows.engine import Engine
 from asyncjobs_workflows.record import RunRecord, RunState, parse_step_task_id, started_key
 from asyncjobs_workflows.status import Outcome
+from asyncjobs_workflows.stopping import cancel_step
 from asyncjobs_workflows.submission import complete_submission
 
 __all__ = ["Releaser"]
@@ -135,7 +136,7 @@ class Releaser:
         record = await engine.load_record(run_id)
         if record is not None and record.state is RunState.CANCELLED and state == TaskState.RETRY:
             # A step that was running when its run was cancelled failed: its next try must not start.
-            await engine.cancel_step(run_id, step)
+            await cancel_step(engine, run_id, step)
             return
         if record is None or record.state is not RunState.RUNNING or state == TaskState.RETRY:
             return

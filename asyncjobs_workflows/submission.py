@@ -32,6 +32,7 @@ from asyncjobs_workflows.errors import DuplicateRun, InvalidWorkflow, WorkflowEr
 from asyncjobs_workflows.graph import Graph
 from asyncjobs_workflows.record import RunRecord, RunState, run_key, step_task_id
 from asyncjobs_workflows.runevents import publish_run_event
+from asyncjobs_workflows.stopping import cancel_step
 
 __all__ = ["complete_submission", "queue_root", "step_tasks", "submit_run"]
 
@@ -163,7 +164,7 @@ async def complete_submission(engine: Engine, record: RunRecord, loaded: Loaded)
     if marked.state is RunState.CANCELLED:
         # Cancelled while it was being submitted: the cancel may have looked at the steps before they were stored.
         for name in graph.order:
-            await engine.cancel_step(record.id, name)
+            await cancel_step(engine, record.id, name)
         return marked, tasks
     # Steps may all have ended before the run was marked submitted, when no releaser could end it.
     marked = await engine.finish_if_done(marked, loaded)
