@@ -47,7 +47,7 @@ def make_router(fd: int) -> asyncjobs.Router:
     return router
 
 
-async def _orphaned(parent: int) -> None:
+async def orphaned(parent: int) -> None:
     """Returns once this process's parent is no longer ``parent`` (it died and we were re-parented)."""
     while True:
         await asyncio.sleep(PARENT_CHECK_S)
@@ -67,7 +67,7 @@ async def serve(args: argparse.Namespace, fd: int) -> None:
     async with client:
         os.write(fd, f"ready {time.time_ns()}\n".encode())
         running = asyncio.create_task(client.run(make_router(fd)), name="fault-worker-run")
-        orphan = asyncio.create_task(_orphaned(args.parent), name="fault-worker-parent-watch")
+        orphan = asyncio.create_task(orphaned(args.parent), name="fault-worker-parent-watch")
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, running.cancel)

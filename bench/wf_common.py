@@ -34,6 +34,7 @@ from asyncjobs.constants import TASK_SUBJECT_PREFIX, TASKS_STREAM
 from asyncjobs.wiretime import parse_time
 from asyncjobs_workflows import Workflow
 from asyncjobs_workflows.constants import MAX_PARENTS
+from bench.fault_worker import orphaned
 
 log = logging.getLogger("bench.workflows")
 
@@ -51,7 +52,6 @@ NS_PER_MS: Final = 1_000_000
 ROOT: Final = Path(__file__).resolve().parent.parent
 """The folder holding the ``bench`` package; the worker process runs there so it imports the same code."""
 POLL_S: Final = 0.01
-PARENT_CHECK_S: Final = 1.0
 READ_CONCURRENCY: Final = 128
 
 
@@ -274,18 +274,10 @@ def _router(fd: int) -> asyncjobs.Router:
     return router
 
 
-async def _orphaned(parent: int) -> None:
-    """Returns once this process's parent is no longer ``parent`` (it died and we were re-parented)."""
-    while True:
-        await asyncio.sleep(PARENT_CHECK_S)
-        if os.getppid() != parent:
-            return
-
-
 async def _serve(args: argparse.Namespace, fd: int) -> None:
     async with await asyncjobs.connect(args.server, queue=args.queue, concurrency=args.concurrency) as client:
         running = asyncio.create_task(client.run(_router(fd)), name="bench-wf-worker")
-        orphan = asyncio.create_task(_orphaned(args.parent), name="bench-wf-parent-watch")
+        orphan = asyncio.create_task(orphaned(args.parent), name="bench-wf-parent-watch")
         os.write(fd, f"ready {time.time_ns()}\n".encode())
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
