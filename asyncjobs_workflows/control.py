@@ -102,6 +102,10 @@ async def cancel_run(engine: Engine, run_id: str) -> RunRecord:
         raise RunStateError(f"workflow run {run_id} kept changing while it was cancelled: cancel it again")
     names = list(loaded.graph.order)
     for start in range(0, len(names), LOAD_CONCURRENCY):
+        if start:
+            current = await engine.load_record(run_id)
+            if current is None or current.generation != record.generation or current.state is not RunState.CANCELLED:
+                break  # retried (or deleted) meanwhile: the steps are not this cancel's any more
         chunk = names[start : start + LOAD_CONCURRENCY]
         await asyncio.gather(*(cancel_step(engine, run_id, name) for name in chunk))
     return record
@@ -120,14 +124,23 @@ async def retry_run(engine: Engine, run_id: str) -> RunRecord:
         raise RunStateError(
             f"workflow run {run_id} is {record.state.value}: only failed or cancelled runs can be retried ({hint})"
         )
-    # Steps first, while the run still reads failed or cancelled so no releaser looks at it: whoever reads the new
-    # generation then sees only steps brought back. A retry cut short leaves a failed run that a retry finishes.
+    # First the record's generation, still failed or cancelled: a second retry (or a cancel still at work) that read
+    # the run before is fenced off by it. Then the steps, while no releaser looks at the run, so whoever reads it
+    # running at the new generation sees only steps brought back. A retry cut short leaves a failed run that a retry
+    # finishes.
+    kv = await engine.kv()
+    fenced = record.with_changes(generation=record.generation + 1)
+    try:
+        fenced = fenced.with_changes(
+            revision=await kv.update(run_key(run_id), fenced.encode(), revision=record.revision)
+        )
+    except TaskConflict:
+        raise RunStateError(f"workflow run {run_id} changed while it was retried: look at it again") from None
     for name in loaded.graph.order:  # parents before children: see the module docstring
         await _reset(engine, run_id, name)
-    kv = await engine.kv()
-    revived = record.with_changes(state=RunState.RUNNING, finished=None, generation=record.generation + 1)
+    revived = fenced.with_changes(state=RunState.RUNNING, finished=None)
     try:
-        revision = await kv.update(run_key(run_id), revived.encode(), revision=record.revision)
+        revision = await kv.update(run_key(run_id), revived.encode(), revision=fenced.revision)
     except TaskConflict:
         raise RunStateError(f"workflow run {run_id} changed while it was retried: look at it again") from None
     revived = revived.with_changes(revision=revision)
@@ -217,7 +230,10 @@ async def delete_run(engine: Engine, run_id: str) -> None:
     """
     kv = await engine.kv()
     record = await engine.load_record(run_id)
-    loaded = None if record is None else await engine.loaded(record)
+    loaded = None
+    if record is not None:
+        with contextlib.suppress(WorkflowError):  # a definition not its own: the tasks it names are not the run's
+            loaded = await engine.loaded(record)
     if record is not None and record.state is RunState.RUNNING:
         raise RunStateError(f"workflow run {run_id} is running: cancel it first, or wait for it to end")
     definition = await kv.get(DEFINITION_KEY_PREFIX + run_id)

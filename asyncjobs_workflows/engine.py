@@ -14,6 +14,7 @@ tasks each time one of them completes.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -39,7 +40,7 @@ from asyncjobs_workflows.constants import (
     SKIPPED_PREFIX,
 )
 from asyncjobs_workflows.decide import Scan, Verdict
-from asyncjobs_workflows.definition import Step, Workflow
+from asyncjobs_workflows.definition import Step, Trigger, Workflow
 from asyncjobs_workflows.errors import WorkflowError
 from asyncjobs_workflows.graph import Graph
 from asyncjobs_workflows.record import RunRecord, RunState, run_key, step_task_id
@@ -75,7 +76,7 @@ class Engine:
         self._finals: OrderedDict[tuple[str, int, int], dict[str, Outcome]] = OrderedDict()
         self._prepared = False
         self._prepare_lock = asyncio.Lock()
-        self._deciding: dict[tuple[str, int, str], list[str | None]] = {}
+        self._deciding: dict[tuple[str, int, int, str], tuple[list[str | None], asyncio.Future[None]]] = {}
         self._blocked_by: OrderedDict[tuple[str, int, int, str], str] = OrderedDict()
         """For a step found waiting: the parent it waited for (the next decision looks at that parent first)."""
 
@@ -99,6 +100,10 @@ class Engine:
 
         Remembered per incarnation of the run (its id and creation time): a run id deleted and submitted again
         with another definition is read afresh.
+
+        Raises:
+            WorkflowError: the stored definition is not the one the record was submitted with (a submit is still
+                writing it, or died before it did; submitting again repairs it).
         """
         key = (record.id, record.created.unix_ns)
         cached = self._loaded.get(key)
@@ -108,6 +113,12 @@ class Engine:
         entry = await (await self.kv()).get(DEFINITION_KEY_PREFIX + record.id)
         if entry is None:
             return None
+        if record.digest and hashlib.sha256(entry.value).hexdigest() != record.digest:
+            # Another incarnation's definition, not yet replaced by this run's submitter: never act on it.
+            raise WorkflowError(
+                f"workflow run {record.id}: the definition stored for it is not the one it was submitted with (its "
+                "submit is still writing it, or died first): submit it again with the same run_id and workflow"
+            )
         workflow = Workflow.from_dict(orjson.loads(entry.value))
         loaded = Loaded(workflow, Graph(workflow))
         self.remember(record, loaded)
@@ -207,19 +218,29 @@ class Engine:
         a fan-in ending together) is handed to it, and it decides again when it would otherwise wait, so the
         parents are not all read once per parent.
         """
-        key = (record.id, record.generation, name)
-        asked = self._deciding.get(key)
-        if asked is not None:
+        key = (record.id, record.created.unix_ns, record.generation, name)
+        busy = self._deciding.get(key)
+        if busy is not None:
+            asked, done = busy
             asked.append(first)
+            await asyncio.shield(done)  # its outcome is ours: a failure there must fail this event too
+            if done.cancelled() or done.exception() is not None:
+                raise WorkflowError(f"run {record.id}: the decision on step {name} under way failed; trying again")
             return Verdict.PASSED
-        asked = self._deciding[key] = []
+        asked, done = [], asyncio.get_running_loop().create_future()
+        self._deciding[key] = (asked, done)
         try:
             firsts: list[str | None] = [first]
             while True:
                 verdict = await self._decide_once(record, loaded, name, firsts=firsts, since_ns=since_ns)
                 if verdict is not Verdict.WAIT or not asked:
+                    done.set_result(None)
                     return verdict
                 firsts, asked[:] = list(asked), []
+        except BaseException as exc:
+            done.set_exception(exc if isinstance(exc, Exception) else WorkflowError("decision interrupted"))
+            done.exception()  # retrieved here, so an unawaited failure is not reported as never retrieved
+            raise
         finally:
             del self._deciding[key]
 
@@ -231,7 +252,15 @@ class Engine:
         parents = (*front, *(parent for parent in step.after if parent not in front))
         key = (record.id, record.created.unix_ns, record.generation, name)
         blocker = self._blocked_by.get(key)
-        if blocker is not None and blocker not in front and await self.outcome(record, blocker) is Outcome.PENDING:
+        failing = step.trigger is Trigger.ALL_SUCCESS and any(
+            self._finals_of(record).get(parent) is Outcome.FAILED for parent in front
+        )
+        if (
+            blocker is not None
+            and blocker not in front
+            and not failing  # a failure among the parents asked about decides at once, whatever else waits
+            and await self.outcome(record, blocker) is Outcome.PENDING
+        ):
             # The parent it waited for last time has still not ended (read afresh unless known final), so the answer
             # is still to wait: no need to read the step itself (a fan-in's task holds every parent's id).
             return Verdict.WAIT
@@ -254,12 +283,28 @@ class Engine:
                 self._blocked_by[key] = pending
                 while len(self._blocked_by) > CACHED_BLOCKERS:
                     self._blocked_by.popitem(last=False)
+            if verdict is not Verdict.WAIT and not await self._still_current(record):
+                return Verdict.DECIDED  # the run was cancelled or retried since it was read: not ours to decide
             try:
                 return await self._apply(record, step, task, verdict, scan.cause, since_ns)
             except TaskConflict:
                 continue  # someone else changed it: read it again and decide again
         log.warning("run %s: step %s kept changing under us; the next sweep decides it", record.id, name)
         return Verdict.DECIDED
+
+    async def _still_current(self, record: RunRecord) -> bool:
+        """Whether the run still reads as ``record`` did (running, same incarnation and generation).
+
+        Read after the step itself: a step read at a generation that the run still has belongs to that generation, so
+        outcomes remembered for it apply (a retry brings every step back before the run reads running again).
+        """
+        current = await self.load_record(record.id)
+        return (
+            current is not None
+            and current.state is RunState.RUNNING
+            and current.generation == record.generation
+            and current.created == record.created
+        )
 
     async def _apply(
         self, record: RunRecord, step: Step, task: Task, verdict: Verdict, cause: str | None, since_ns: int | None

@@ -134,9 +134,15 @@ class Releaser:
         if state not in FINAL_STATES and state != TaskState.RETRY:
             return
         record = await engine.load_record(run_id)
-        if record is not None and record.state is RunState.CANCELLED and state == TaskState.RETRY:
-            # A step that was running when its run was cancelled failed: its next try must not start.
-            await cancel_step(engine, run_id, step)
+        if record is not None and record.state is RunState.CANCELLED:
+            if state == TaskState.RETRY:
+                # A step that was running when its run was cancelled failed: its next try must not start.
+                await cancel_step(engine, run_id, step)
+                return
+            # A release that raced the cancel may have left an item to a child (its releaser died before checking).
+            loaded = await engine.loaded(record)
+            for child in () if loaded is None else loaded.graph.children.get(step, ()):
+                await cancel_step(engine, run_id, child)
             return
         if record is None or record.state is not RunState.RUNNING or state == TaskState.RETRY:
             return
@@ -183,8 +189,11 @@ class Releaser:
                 log.warning("workflow releaser: the sweep could not check run %s, trying next time: %s", record.id, exc)
         return checked
 
-    async def _sweep_run(self, record: RunRecord) -> bool:
+    async def _sweep_run(self, listed: RunRecord) -> bool:
         engine = self._engine
+        record = await engine.load_record(listed.id)  # the listing may be old by now in a large deployment
+        if record is None or record.state is not RunState.RUNNING:
+            return False
         loaded = await engine.loaded(record)
         if loaded is None:
             return False

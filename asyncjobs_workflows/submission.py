@@ -104,8 +104,8 @@ async def submit_run(engine: Engine, workflow: Workflow, run_id: str) -> tuple[R
             raise _duplicate(run_id, f"workflow {existing.workflow!r}") from None
         if existing.queue != queue:
             raise _duplicate(run_id, f"queue {existing.queue!r}") from None
-        if stored is None:
-            await kv.put(definition_key, definition)  # the first submit stopped between the two
+        if stored is None or hashlib.sha256(stored.value).hexdigest() != digest:
+            await kv.put(definition_key, definition)  # the first submit stopped between its record and definition
         record = existing
     else:
         record = record.with_changes(revision=revision)

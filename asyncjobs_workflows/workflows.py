@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import logging
 import math
 from datetime import timedelta
 
@@ -20,13 +21,15 @@ from asyncjobs_workflows.constants import (
 from asyncjobs_workflows.control import cancel_run, delete_run, require, retry_run, snapshot
 from asyncjobs_workflows.definition import Workflow
 from asyncjobs_workflows.engine import Engine
-from asyncjobs_workflows.errors import InvalidWorkflow, WorkflowNotFound
+from asyncjobs_workflows.errors import InvalidWorkflow, WorkflowError, WorkflowNotFound
 from asyncjobs_workflows.record import RunRecord, RunState, new_run_id, run_key, validate_run_id
 from asyncjobs_workflows.releaser import Releaser
 from asyncjobs_workflows.runevents import RunEvents
 from asyncjobs_workflows.status import StepStatus, WorkflowRun
 
 __all__ = ["Workflows"]
+
+log = logging.getLogger("asyncjobs.workflows")
 
 
 class Workflows:
@@ -221,7 +224,11 @@ class Workflows:
         records.sort(key=lambda r: (r.created.unix_ns, r.id))
         runs = []
         for record in records:
-            loaded = await self._engine.loaded(record)
+            try:
+                loaded = await self._engine.loaded(record)
+            except WorkflowError as exc:
+                log.warning("listing workflow runs: skipping run %s: %s", record.id, exc)
+                continue
             if loaded is not None:
                 runs.append(await snapshot(self._engine, record, loaded))
         return runs
