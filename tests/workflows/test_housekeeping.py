@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 import pytest
 
 import asyncjobs
 from asyncjobs.metrics import METRICS
 from asyncjobs.testing import eventually
 from asyncjobs_workflows import RunState, RunStateError, Workflow, WorkflowNotFound, Workflows
-from asyncjobs_workflows.constants import RUNS_BUCKET
+from asyncjobs_workflows.constants import FEED_NAME, RUNS_BUCKET
 from tests.workflows.conftest import ClientFactory, releasing, running
 
 
@@ -101,3 +102,19 @@ async def test_a_workers_reconciler_leaves_blocked_steps_alone(make_client: Clie
             done = await flows.wait(run.id, timeout=10)
     assert done.state is RunState.COMPLETE
     assert (await client.get_task(child)).queue == client.queue.name
+
+
+async def test_the_release_loop_returns_when_its_client_closes(make_client: ClientFactory) -> None:
+    client = await make_client()
+    watcher = await make_client()
+    releasing_task = asyncio.create_task(Workflows(client).run())
+
+    async def pulling() -> bool:
+        reply = await watcher.nc.request(f"$JS.API.CONSUMER.INFO.CHORIA_AJ_EVENTS.{FEED_NAME}", b"", timeout=5)
+        return bool(orjson.loads(reply.data).get("num_waiting"))
+
+    await eventually(pulling, timeout=10, message="the releaser to wait for events")
+    await client.close()
+    async with asyncio.timeout(10):
+        await releasing_task  # returns, without an error
+    assert releasing_task.exception() is None
