@@ -223,9 +223,12 @@ class Engine:
         if busy is not None:
             asked, done = busy
             asked.append(first)
-            await asyncio.shield(done)  # its outcome is ours: a failure there must fail this event too
-            if done.cancelled() or done.exception() is not None:
-                raise WorkflowError(f"run {record.id}: the decision on step {name} under way failed; trying again")
+            try:
+                await asyncio.shield(done)  # its outcome is ours: a failure there must fail this event too
+            except Exception as exc:
+                raise WorkflowError(
+                    f"run {record.id}: the decision on step {name} this event was handed to failed: {exc}"
+                ) from exc
             return Verdict.PASSED
         asked, done = [], asyncio.get_running_loop().create_future()
         self._deciding[key] = (asked, done)
