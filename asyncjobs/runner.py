@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from asyncjobs.connecting import connect
 from asyncjobs.errors import ConfigurationError
+from asyncjobs.loops import loop_factory, loop_name
 from asyncjobs.queue import Queue
 from asyncjobs.router import Router
 
@@ -244,6 +245,7 @@ async def _serve(
                 client.options.concurrency,
                 ", ".join(router.task_types) or "-",
             )
+            log.info("event loop: %s", loop_name(asyncio.get_running_loop()))
             await asyncio.wait((work, wait_stop), return_when=asyncio.FIRST_COMPLETED)
             if not work.done():
                 work.cancel()
@@ -269,11 +271,12 @@ def run_worker(
     *,
     queue: str | Queue | None = None,
     until_idle: bool = False,
+    event_loop: str = "auto",
     **options: Any,
 ) -> int:
     """Run a worker in this process until SIGTERM or SIGINT, then stop cleanly; returns the exit status.
 
-    A blocking call that owns the event loop (it calls :func:`asyncio.run`); from async code use
+    A blocking call that owns the event loop (it runs one as :func:`asyncio.run` does); from async code use
     :func:`run_worker_async`. The first signal stops taking tasks, gives running handlers ``shutdown_grace`` seconds
     and hands back the rest, then returns 0; a second signal hands back running tasks at once and returns
     ``128 + signal``. Logging is not configured here: call ``logging.basicConfig(level=logging.INFO)`` first to see
@@ -294,13 +297,15 @@ def run_worker(
         servers: NATS server URL(s); ``None`` uses ``NATS_URL``, else the ``context`` option, else localhost.
         queue: the queue to process.
         until_idle: return once the queue has nothing waiting, in flight or due for a retry.
+        event_loop: ``"auto"`` (uvloop when installed, see :mod:`asyncjobs.loops`), ``"uvloop"`` or ``"asyncio"``.
         **options: any other :func:`asyncjobs.connect` option.
 
     Raises:
-        ConfigurationError: the router or an option is invalid.
+        ConfigurationError: the router or an option is invalid, or ``event_loop="uvloop"`` without uvloop.
         JetStreamError: NATS could not be reached.
         ClientClosedError: the connection was closed for good while the worker ran.
     """
     if sys.platform == "win32":  # pragma: no cover - asyncio has no Unix signal handlers there
         log.warning("signal handling is not available on Windows: stop the worker with Ctrl-Break")
-    return asyncio.run(run_worker_async(router, servers, queue=queue, until_idle=until_idle, **options))
+    with asyncio.Runner(loop_factory=loop_factory(event_loop)) as runner:
+        return runner.run(run_worker_async(router, servers, queue=queue, until_idle=until_idle, **options))

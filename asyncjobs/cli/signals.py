@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 from asyncjobs.cli.supervisor import GRACEFUL_SIGNAL, HURRY_SIGNAL
@@ -102,7 +102,12 @@ class StopSignals:
         loop.call_soon_threadsafe(event.set)
 
 
-def run_loop(main: Coroutine[Any, Any, int], signals: StopSignals) -> int:
+def run_loop(
+    main: Coroutine[Any, Any, int],
+    signals: StopSignals,
+    *,
+    new_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
+) -> int:
     """Run ``main`` on a new event loop; returns its status, or ends the process if something would keep it alive.
 
     ``asyncio.run`` waits for every task to end, forever if a handler ignores its cancellation, and interpreter
@@ -113,7 +118,7 @@ def run_loop(main: Coroutine[Any, Any, int], signals: StopSignals) -> int:
     Raises:
         BaseException: what ``main`` raised.
     """
-    loop = asyncio.new_event_loop()
+    loop = new_loop()
     signals.bind(loop)
     status: int | None = None
     try:

@@ -14,6 +14,7 @@ from asyncjobs.cli.connection import add_connection_arguments, connection_option
 from asyncjobs.cli.signals import StopSignals, run_loop
 from asyncjobs.cli.supervisor import CHILD_INDEX_ENV, SUPERVISOR_PID_ENV, supervise
 from asyncjobs.errors import AsyncJobsError, ConfigurationError
+from asyncjobs.loops import LOOP_CHOICES, loop_factory
 from asyncjobs.queue import Queue
 from asyncjobs.retry import retry_policy_names
 from asyncjobs.runner import check_router, run_worker_async
@@ -63,6 +64,12 @@ def add_parser(commands: Any) -> None:
     watch.add_argument("--metrics-address", default="0.0.0.0", help="address to bind (default %(default)s)")
     watch.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                        help="default %(default)s")  # fmt: skip
+    watch.add_argument(
+        "--loop",
+        default="auto",
+        choices=LOOP_CHOICES,
+        help="event loop: uvloop when installed (auto, the default), or the one named",
+    )
     watch.add_argument("--app-dir", default=".", help="directory to import MODULE from (default: the current one)")
     parser.set_defaults(run=run)
 
@@ -80,13 +87,14 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         if args.processes < 1:
             raise ConfigurationError(f"--processes must be at least 1, not {args.processes}")
         options = connect_options(args, index or 0)
+        new_loop = loop_factory(args.loop)
         check_router(args.router)  # fail here, before connecting or starting processes
     except ConfigurationError as exc:
         return _usage_error(exc)
     if args.processes > 1 and index is None:
         return supervise(args.processes, [sys.executable, "-m", "asyncjobs", *argv])
     try:
-        return run_loop(_work(args.router, options, args.until_idle, signals), signals)
+        return run_loop(_work(args.router, options, args.until_idle, signals), signals, new_loop=new_loop)
     except ConfigurationError as exc:
         return _usage_error(exc)
     except AsyncJobsError as exc:
