@@ -233,8 +233,13 @@ async def test_the_command_serves_health_and_metrics(
     found = await command.wait_line(r"serving /metrics, /healthz and /readyz on http://127\.0\.0\.1:(\d+)")
     base = f"http://127.0.0.1:{found.group(1)}"
     await command.wait_line("worker started")
-    status, body = await fetch(f"{base}/readyz")
-    assert status == 200 and '"worker CMDHEALTH":"ok"' in body and '"nats":"ok"' in body
+
+    async def ready() -> bool:
+        # The line is logged as the worker's task is created; it registers with /readyz once that task runs.
+        status, body = await fetch(f"{base}/readyz")
+        return status == 200 and '"worker CMDHEALTH":"ok"' in body and '"nats":"ok"' in body
+
+    await eventually(ready, timeout=COMMAND_TIMEOUT_S, message="/readyz to report the worker")
     status, body = await fetch(f"{base}/healthz")
     assert status == 200 and '"alive":true' in body
     status, body = await fetch(f"{base}/metrics")
