@@ -348,6 +348,7 @@ async def test_keep_alive_sends_wpi_for_deliveries_still_in_process(make_client:
     await asyncio.gather(*list(worker.upkeep._beats))
     await client.nc.flush()
     await nc.flush()
+
     def three() -> bool:
         # An assertion, so a failure shows what did arrive (this once failed under a loaded CI run, cause unknown).
         assert sorted(beats) == ["wpi.new", "wpi.old", "wpi.old"], beats
