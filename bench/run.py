@@ -62,6 +62,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run the workflows benchmark instead (python -m bench.workflows, under a minute); rewrites only its "
         "section of the report unless --no-write or --quick",
     )
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="run the peer benchmark instead (bench/peers/run.py: asyncjobs against Celery, Dramatiq, RQ, arq, SAQ, "
+        "taskiq-nats; about 30 minutes); the other arguments go to it, see --peers --help",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log asyncjobs debug output too")
     args = parser.parse_args(argv)
     only = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -106,6 +112,11 @@ async def run_all(names: list[str], settings: Settings) -> Results:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--peers" in argv:  # its own options (--systems, --no-sweep, ...): hand them over before parsing ours
+        from bench.peers import run as peers
+
+        return peers.main([arg for arg in argv if arg != "--peers"])
     args = parse_args(argv)
     if args.scheduler:
         from bench import scheduler  # imports asyncjobs_scheduler, which the other scenarios do not need

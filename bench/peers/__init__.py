@@ -1,0 +1,1 @@
+"""The peer benchmark: asyncjobs against other Python job queues (``./dev bench --peers``)."""
