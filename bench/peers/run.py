@@ -24,6 +24,7 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -275,7 +276,16 @@ async def sweep(bench: Bench, system: SystemResults) -> None:
         log.info("%s sweep: concurrency %d, %.0f tasks/s", bench.name, level, span.rate)
 
 
-async def run_all(pythons: dict[str, Path], plan: Plan, results: Results, redis_binary: str, with_sweep: bool) -> None:
+async def run_all(
+    pythons: dict[str, Path],
+    plan: Plan,
+    results: Results,
+    redis_binary: str,
+    with_sweep: bool,
+    save: Callable[[], None],
+) -> None:
+    """Every repetition of every system, then the sweep; ``save`` is called after each, so a run cut short keeps
+    what it measured (``--report-only`` writes it)."""
     async with RedisServer(redis_binary) as redis:
         resp = await Resp.connect(redis.port)
         try:
@@ -287,12 +297,14 @@ async def run_all(pythons: dict[str, Path], plan: Plan, results: Results, redis_
                         await step(results.system(name), f"run {run}", one_round(bench, results.system(name)))
                     finally:
                         await bench.close()
+                    save()
                     log.info("run %d/%d, %s: %.0fs", run, plan.runs, name, time.perf_counter() - started)
             for name, bench in benches.items() if with_sweep else ():
                 try:
                     await step(results.system(name), "sweep", sweep(bench, results.system(name)))
                 finally:
                     await bench.close()
+                save()
         finally:
             await resp.close()
 
@@ -381,9 +393,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     pythons = prepare(args.systems, args.current_python, results)
     results.machine = report.machine()
-    asyncio.run(run_all(pythons, plan, results, redis_binary, with_sweep=not args.no_sweep))
-    results.seconds = time.perf_counter() - started
-    results.save(args.results)
+
+    def save() -> None:
+        results.seconds = time.perf_counter() - started
+        results.save(args.results)
+
+    asyncio.run(run_all(pythons, plan, results, redis_binary, with_sweep=not args.no_sweep, save=save))
+    save()
     print(report.console(results))
     print(f"\nsaved {args.results}")
     if not (args.quick or args.no_write):
