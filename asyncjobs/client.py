@@ -22,6 +22,7 @@ from asyncjobs.events import EventStream, iterate_events, wait_final
 from asyncjobs.jsapi import JetStream
 from asyncjobs.kv import KeyValue
 from asyncjobs.options import ClientOptions
+from asyncjobs.pipelining import enqueue_pipelined
 from asyncjobs.provisioning import prepare_events, prepare_queue, prepare_tasks, warn_if_still_empty
 from asyncjobs.queue import Queue
 from asyncjobs.reconciler import Reconciler
@@ -174,6 +175,9 @@ class Client:
         second run: while the task waits its item is published again under the same ``Nats-Msg-Id``, and once it
         has started nothing more is published. Transient JetStream failures are retried for ``retry_window``.
 
+        With ``pipeline_enqueue`` the task and its item are sent without waiting for the first acknowledgement
+        (:mod:`asyncjobs.pipelining`); the item may then reach a worker a moment before its task.
+
         Raises:
             InvalidTaskStateError: the task is not new, retry or blocked.
             DuplicateTaskError: another task with that id exists, or its item is a duplicate.
@@ -184,7 +188,10 @@ class Client:
         task.queue = self._queue.name
         self._sign(task)
         self._created_queue = False  # a queue this client enqueues to is the one meant
-        await self._shielded(self._storage.enqueue(task, self._queue))
+        if self._options.pipeline_enqueue:
+            await self._shielded(enqueue_pipelined(self._storage, task, self._queue))
+        else:
+            await self._shielded(self._storage.enqueue(task, self._queue))
         return task
 
     async def enqueue_many(self, tasks: Iterable[Task], *, return_exceptions: bool = False) -> list[Any]:

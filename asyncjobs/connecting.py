@@ -72,7 +72,8 @@ async def connect(
         api_prefix: JetStream API prefix (default ``$JS.API``, or the context's domain).
         task_retention: seconds to keep tasks when the task store is created.
         **options: any other :class:`ClientOptions` field (``replicas``, ``memory_storage``, ``prometheus_port``,
-            ``signing_seed``, ``verification_key``, ``persist_events``, ``shutdown_grace``, ...).
+            ``signing_seed``, ``verification_key``, ``persist_events``, ``shutdown_grace``, ``pipeline_enqueue``,
+            ...).
 
     Raises:
         ConfigurationError: an invalid option (raised before connecting).

@@ -50,6 +50,9 @@ HDR_AJ_CONTENT_TYPE: Final = "AJ-Content-Type"
 HDR_AJ_HANDLER_DEADLINE: Final = "AJ-Handler-Deadline"
 HDR_AJ_ERROR: Final = "AJ-Error"
 HDR_AJ_TERMINATE: Final = "AJ-Terminate"
+HDR_AJ_PIPELINED: Final = "AJ-Pipelined"
+"""On a work item sent by a pipelined enqueue (value ``1``): the item may be stored a moment before its task, so a
+worker that does not find the task waits for it a little instead of terminating the item. Go ignores it."""
 TASK_CONTENT_TYPE: Final = "application/x-asyncjobs-task+json"
 
 # Ack bodies (docs/protocol.md, Acknowledgements).
@@ -71,6 +74,8 @@ ITEM_KIND_TASK: Final = 0
 JS_ERR_STREAM_NOT_FOUND: Final = 10059
 JS_ERR_CONSUMER_NOT_FOUND: Final = 10014
 JS_ERR_NO_MESSAGE_FOUND: Final = 10037
+# A message delete that found nothing to delete (already removed, e.g. acknowledged from a work queue).
+JS_ERR_MSG_DELETE_FAILED: Final = 10057
 JS_ERR_WRONG_LAST_SEQUENCE: Final = 10071
 JS_ERR_STREAM_NAME_IN_USE: Final = 10058
 JS_ERR_CONSUMER_NAME_EXISTS: Final = 10148

@@ -11,23 +11,82 @@ from nats.aio.msg import Msg
 
 from asyncjobs.constants import NAK_PREFIX, WPI
 from asyncjobs.errors import AsyncJobsError, TaskTimeout
+from asyncjobs.wiretime import NS_PER_SECOND
 
 ACK_TIMEOUT_S: Final = 2.0
 MAX_ERROR_CHARS: Final = 4000
 """Longest ``last_err`` stored for a handler's exception (the log line keeps the whole message)."""
+ORPHAN_GRACE_S = 5.0
+"""Seconds of age during which an item whose task is not stored yet is handed back instead of terminated: with
+pipelined enqueue the item can be stored before its task (docs/decisions.md). Not ``Final``: tests shorten it."""
+ORPHAN_FIRST_DELAY_S: Final = 0.05
+"""The hand-back delay of such an item's first delivery; it doubles with each delivery."""
+ORPHAN_MAX_DELAY_S: Final = 1.0
+"""The longest hand-back delay of such an item."""
+_V1_ACK_TOKENS: Final = 9
+_V2_ACK_TOKENS: Final = 12
 
 
 def delivery_count(reply: str) -> int:
     """The delivery count from a JetStream ack subject (1 on first delivery), or 0 if it cannot be read."""
     tokens = reply.split(".")
     try:
-        if len(tokens) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
+        if len(tokens) == _V1_ACK_TOKENS:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
             return int(tokens[4])
-        if len(tokens) >= 12:  # $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>...
+        if len(tokens) >= _V2_ACK_TOKENS:  # $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>...
             return int(tokens[6])
     except ValueError:
         pass
     return 0
+
+
+def stored_at_ns(reply: str) -> int | None:
+    """When the delivered message was stored in its stream (Unix ns), from a JetStream ack subject.
+
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<timestamp>.<pending>``, or with a domain and account
+    in front (``$JS.ACK.<domain>.<account>.<stream>...``, 12 tokens or more).
+
+    Returns:
+        The timestamp, or ``None`` when the subject is not an ack subject or the token is not a positive integer.
+    """
+    tokens = reply.split(".")
+    if len(tokens) == _V1_ACK_TOKENS:
+        token = tokens[7]
+    elif len(tokens) >= _V2_ACK_TOKENS:
+        token = tokens[9]
+    else:
+        return None
+    if tokens[0] != "$JS" or tokens[1] != "ACK" or not token.isdigit():
+        return None
+    stamp = int(token)
+    return stamp or None
+
+
+def orphan_delay_ns(reply: str, delivered: int, now_ns: int) -> int | None:
+    """The hand-back delay for an item whose task is not stored, or ``None`` once it is old enough to terminate.
+
+    With pipelined enqueue an item can be stored, and delivered, a moment before its task, so a young item is handed
+    back for ``ORPHAN_FIRST_DELAY_S``, doubling with each delivery up to ``ORPHAN_MAX_DELAY_S``, until it is
+    ``ORPHAN_GRACE_S`` old. Its age is the later of two clocks: the stream timestamp in ``reply`` against
+    ``now_ns``, and the hand-back delays its earlier deliveries must have waited, so that a worker whose clock runs
+    behind the server's (or a subject without a timestamp) still gives up after the grace.
+
+    Args:
+        reply: the delivery's ack subject.
+        delivered: its delivery count (1 on first delivery).
+        now_ns: the current Unix time in ns.
+    """
+    if delivered < 1:
+        return None  # not a JetStream delivery: nothing bounds its hand-backs
+    grace_ns = int(ORPHAN_GRACE_S * NS_PER_SECOND)
+    first_ns = int(ORPHAN_FIRST_DELAY_S * NS_PER_SECOND)
+    max_ns = int(ORPHAN_MAX_DELAY_S * NS_PER_SECOND)
+    waited_ns = sum(min(first_ns << n, max_ns) for n in range(min(delivered - 1, 64)))
+    stamp = stored_at_ns(reply)
+    age_ns = max(waited_ns, now_ns - stamp if stamp is not None else 0)
+    if age_ns >= grace_ns:
+        return None
+    return min(first_ns << min(delivered - 1, 32), max_ns)
 
 
 def error_text(error: BaseException) -> str:

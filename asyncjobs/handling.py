@@ -109,9 +109,26 @@ class HandlerRunner:
                 await self._unstorable(msg, task, delivered, exc)
                 return
             task.result = TaskResult(payload, WireTime.now())
-            await self.worker.settler.settle(msg, delivered, task, ACK, state=TaskState.COMPLETED)
+            await self._settle(msg, delivered, task, ACK, state=TaskState.COMPLETED)
             return
         await self._failed(msg, task, error, delivered)
+
+    async def _settle(
+        self,
+        msg: Msg,
+        delivered: int,
+        task: Task,
+        ack: bytes,
+        *,
+        state: TaskState,
+        reason: str = "",
+        hand_back: HandBack = HandBack.RETRY,
+    ) -> None:
+        """End the delivery with the handler's outcome, off the slot (:meth:`Worker.conclude`)."""
+        settler = self.worker.settler
+        await self.worker.conclude(
+            task, settler.settle(msg, delivered, task, ack, state=state, reason=reason, hand_back=hand_back)
+        )
 
     def _not_awaitable(self, task: Task, result: Any) -> Any:
         # It already ran to the end: keep its result rather than fail and run it again.
@@ -130,11 +147,11 @@ class HandlerRunner:
         # Running it again would repeat its side effects for a result that still could not be stored.
         reason = f"{UNSTORABLE_RESULT}: {exc}"
         log.warning("queue %s: terminating task %s (%s): %s", self.worker.queue.name, task.id, task.type, reason)
-        await self.worker.settler.settle(msg, delivered, task, TERM, state=TaskState.TERMINATED, reason=reason)
+        await self._settle(msg, delivered, task, TERM, state=TaskState.TERMINATED, reason=reason)
 
     async def _failed(self, msg: Msg, task: Task, error: BaseException, delivered: int) -> None:
         queue = self.worker.queue.name
-        settle = self.worker.settler.settle
+        settle = self._settle
         if isinstance(error, _Shutdown):
             log.info("queue %s: task %s handed back: %s", queue, task.id, SHUTDOWN_ERROR)
             # Not the task's failure: a deploy or a scale-down must not use up its tries (the count was stored when
@@ -152,7 +169,7 @@ class HandlerRunner:
             await settle(msg, delivered, task, TERM, state=TaskState.TERMINATED, reason=last_err)
             return
         if isinstance(error, DependenciesFailed):
-            await self.worker.settler.unreachable(msg, delivered, task, last_err)
+            await self.worker.conclude(task, self.worker.settler.unreachable(msg, delivered, task, last_err))
             return
         if task.max_tries > 0 and task.tries >= task.max_tries:
             log.warning(

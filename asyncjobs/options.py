@@ -121,6 +121,10 @@ class ClientOptions:
     longer than any enqueue takes, retries included."""
     api_prefix: str = JS_API_PREFIX
     """The JetStream API prefix; ``$JS.<domain>.API`` reaches a JetStream domain."""
+    pipeline_enqueue: bool = False
+    """Send a task and its work item without waiting for the first acknowledgement in between (faster one-at-a-time
+    :meth:`Client.enqueue`). The item can then reach a worker a moment before its task: Python workers wait for the
+    task briefly, Go workers terminate the item and the task waits for a reconciler (docs/decisions.md)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.queue, Queue):
@@ -159,6 +163,8 @@ class ClientOptions:
             raise ConfigurationError(f"retry_window must be >= 0 seconds, not {self.retry_window}")
         check_seconds(self.request_timeout, "request_timeout", allow_zero=False)
         check_seconds(self.shutdown_grace, "shutdown_grace", allow_zero=True)
+        if not isinstance(self.pipeline_enqueue, bool):
+            raise ConfigurationError(f"pipeline_enqueue must be True or False, not {self.pipeline_enqueue!r}")
 
 
 _PATH_OPTIONS: Final = {

@@ -39,13 +39,15 @@ MAX_NO_RESPONDERS_WAIT_S: Final = 2.0
 
 
 class Puller:
-    """Feeds work-queue messages to ``deliver``, never holding more than ``slots`` unfinished.
+    """Feeds work-queue messages to ``deliver``, never holding more than ``slots + prefetch`` unfinished.
 
     Args:
         nc: the NATS connection.
         next_subject: ``$JS.API.CONSUMER.MSG.NEXT.<stream>.WORKERS``.
         queue: the queue name, for metrics.
         slots: how many messages may be unfinished at once (the client's concurrency).
+        prefetch: how many more to keep pulled ahead, waiting for a slot, so a slot that frees up takes the next
+            message without a round trip.
         deliver: called with each message; the caller must call :meth:`release` when it is finished with it.
         on_recovered: called when the consumer answers again after a disturbance (lost pull requests, a leader
             change, no responders, a reconnect).
@@ -59,6 +61,7 @@ class Puller:
         queue: str,
         *,
         slots: int,
+        prefetch: int = 0,
         deliver: Callable[[Msg], None],
         on_recovered: Callable[[], None] | None = None,
         count_polls: bool = True,
@@ -71,7 +74,7 @@ class Puller:
         self.queue = queue
         self.slots = slots
         self.deliver = deliver
-        self.free = slots
+        self.free = slots + prefetch
         self.outstanding = 0
         self.overflow: deque[Msg] = deque()
         self.errors = 0

@@ -15,8 +15,10 @@ from nats.aio.client import Client as NATS
 from asyncjobs import codec
 from asyncjobs.constants import (
     ERR_DUPLICATE_ITEM,
+    HDR_AJ_PIPELINED,
     HDR_EXPECTED_LAST_SUBJECT_SEQ,
     HDR_MSG_ID,
+    JS_ERR_MSG_DELETE_FAILED,
     JS_ERR_WRONG_LAST_SEQUENCE_CONSTANT,
     TASK_EVENT_PREFIX,
     TASK_SUBJECT_PREFIX,
@@ -28,13 +30,14 @@ from asyncjobs.errors import (
     DuplicateTaskError,
     EnqueueError,
     InvalidTaskStateError,
+    JetStreamError,
     JetStreamUnavailable,
     QueueNotFound,
     RequestTimeout,
     TaskConflict,
     TaskNotFound,
 )
-from asyncjobs.jsapi import TASK_ERRORS, JetStream
+from asyncjobs.jsapi import TASK_ERRORS, JetStream, PubAck
 from asyncjobs.metrics import METRICS
 from asyncjobs.queue import Queue
 from asyncjobs.signing import TaskVerifier
@@ -97,17 +100,11 @@ class Storage:
             return
         self.verifier.verify(task.signature_envelope(), task.signature)
 
-    async def save_task(self, task: Task, *, notify: bool = True) -> None:
-        """Store a task, requiring that nobody changed it since this copy was loaded or saved.
-
-        Transient failures are retried for the client's retry window under the same expected sequence, so a
-        write is never applied twice; when a retry conflicts because an earlier, timed-out attempt did land, the
-        stored copy is compared with ours and the save counts as done.
+    def encode_for_save(self, task: Task) -> bytes:
+        """The task's JSON as :meth:`save_task` stores it, checked against the server's ``max_payload``.
 
         Raises:
-            TaskConflict: the stored task changed (``Nats-Expected-Last-Subject-Sequence`` mismatch).
             ConfigurationError: the encoded task is larger than the server accepts.
-            JetStreamError: the store rejected the write or stayed unavailable.
         """
         data = codec.encode_task(task)
         max_payload = self.nc.max_payload
@@ -117,6 +114,27 @@ class Storage:
                 f"task {task.id} encodes to {len(data)} bytes, over the NATS server's max_payload of {max_payload} "
                 "bytes: keep large data elsewhere (an object store) and pass a reference, or raise max_payload"
             )
+        return data
+
+    async def save_task(self, task: Task, *, notify: bool = True, data: bytes | None = None) -> None:
+        """Store a task, requiring that nobody changed it since this copy was loaded or saved.
+
+        Transient failures are retried for the client's retry window under the same expected sequence, so a
+        write is never applied twice; when a retry conflicts because an earlier, timed-out attempt did land, the
+        stored copy is compared with ours and the save counts as done.
+
+        Args:
+            task: the task.
+            notify: publish its state-change event once it is stored.
+            data: the task as :meth:`encode_for_save` returned it, when the caller encoded it already.
+
+        Raises:
+            TaskConflict: the stored task changed (``Nats-Expected-Last-Subject-Sequence`` mismatch).
+            ConfigurationError: the encoded task is larger than the server accepts.
+            JetStreamError: the store rejected the write or stayed unavailable.
+        """
+        if data is None:
+            data = self.encode_for_save(task)
         subject = TASK_SUBJECT_PREFIX + task.id
         headers = {HDR_EXPECTED_LAST_SUBJECT_SEQ: str(task.seq)}
         try:
@@ -236,13 +254,8 @@ class Storage:
             if stored is None:
                 if task.seq != 0:
                     raise
-                raise DuplicateTaskError(
-                    f"task {task.id} already exists: pick another id, or load it with get_task() and retry_task() it"
-                ) from exc
-            # Enqueued before (a retry after a timeout or a cancelled call): carry on from what is stored.
-            task.seq, task.state, task.tries = stored.seq, stored.state, stored.tries
-            task.last_err, task.tried_at, task.result = stored.last_err, stored.tried_at, stored.result
-            return stored.state in (TaskState.NEW, TaskState.BLOCKED)
+                raise duplicate_task(task) from exc
+            return adopt_stored(task, stored)
         return True
 
     async def _same_task(self, task: Task) -> Task | None:
@@ -251,8 +264,7 @@ class Storage:
             stored = await self.load_task(task.id, verify=False)
         except TaskNotFound:
             return None
-        same = stored.signature_envelope() == task.signature_envelope() and stored.dependencies == task.dependencies
-        return stored if same else None
+        return stored if same_task(stored, task) else None
 
     async def publish_item(self, task: Task, queue: Queue, *, dedupe: bool = True, msg_id: str | None = None) -> None:
         """The second half of :meth:`enqueue`: publish the work item.
@@ -265,32 +277,61 @@ class Storage:
             DuplicateTaskError: the server dropped the item as a duplicate and no item for the task is queued.
             EnqueueError: the work item could not be published.
         """
-        if dedupe and task.state != TaskState.RETRY:
-            headers: dict[str, str] | None = {HDR_MSG_ID: msg_id or task.id}
-        else:
-            headers = None
-        what = f"publishing the work item of task {task.id} to queue {queue.name!r}"
         try:
-            ack = await self.js.publish(
-                queue.subject_prefix + task.id, codec.encode_item(task.id), what, headers=headers, stream=queue.stream
-            )
-        except QueueNotFound as exc:
-            METRICS.enqueue_error_count.labels(queue.name).inc()
+            ack = await self.send_item(task, queue, dedupe=dedupe, msg_id=msg_id)
+        except AsyncJobsError as exc:
+            raise await self.item_error(task, queue, exc) from exc
+        await self.item_sent(task, queue, ack)
+
+    async def send_item(
+        self, task: Task, queue: Queue, *, dedupe: bool = True, msg_id: str | None = None, pipelined: bool = False
+    ) -> PubAck:
+        """Publish a task's work item (``Nats-Msg-Id`` as :meth:`publish_item` says) and return the acknowledgement.
+
+        ``pipelined`` marks the item (``AJ-Pipelined: 1``) as sent before its task's save was acknowledged.
+
+        Raises:
+            QueueNotFound: the queue does not exist.
+            JetStreamError: the item could not be published.
+        """
+        headers: dict[str, str] | None = None
+        if dedupe and task.state != TaskState.RETRY:
+            headers = {HDR_MSG_ID: msg_id or task.id}
+        if pipelined:
+            headers = {**(headers or {}), HDR_AJ_PIPELINED: "1"}
+        what = f"publishing the work item of task {task.id} to queue {queue.name!r}"
+        return await self.js.publish(
+            queue.subject_prefix + task.id, codec.encode_item(task.id), what, headers=headers, stream=queue.stream
+        )
+
+    async def item_error(self, task: Task, queue: Queue, exc: AsyncJobsError) -> EnqueueError:
+        """Record why a stored task's item could not be published, and return the error for the caller.
+
+        A definite failure stores the task as ``queue_error``; a transient one that outlasted the retry window leaves
+        it stored as it is, for a repeated enqueue or the reconciler.
+        """
+        METRICS.enqueue_error_count.labels(queue.name).inc()
+        if isinstance(exc, QueueNotFound):
             await self._mark_queue_error(task, NO_RESPONDERS_TEXT)
-            raise EnqueueError(
+            return EnqueueError(
                 f"queue {queue.name!r} not found: {NO_RESPONDERS_TEXT}; task {task.id} was saved in state "
                 f"queue_error: create the queue (connect with queue={queue.name!r}) and retry_task() it"
-            ) from exc
-        except (RequestTimeout, JetStreamUnavailable) as exc:
-            METRICS.enqueue_error_count.labels(queue.name).inc()
-            raise EnqueueError(
+            )
+        if isinstance(exc, RequestTimeout | JetStreamUnavailable):
+            return EnqueueError(
                 f"{exc}; task {task.id} is stored in state {task.state.value} but its item may not be queued: "
                 "enqueue the same task again (it is idempotent), or leave it to the workers' reconciler"
-            ) from exc
-        except AsyncJobsError as exc:
-            METRICS.enqueue_error_count.labels(queue.name).inc()
-            await self._mark_queue_error(task, str(exc))
-            raise EnqueueError(f"{exc}; task {task.id} was saved in state queue_error") from exc
+            )
+        await self._mark_queue_error(task, str(exc))
+        return EnqueueError(f"{exc}; task {task.id} was saved in state queue_error")
+
+    async def item_sent(self, task: Task, queue: Queue, ack: PubAck) -> None:
+        """Check the acknowledgement of a stored task's item: a duplicate is an error only when no item is queued.
+
+        Raises:
+            DuplicateTaskError: the server dropped the item as a duplicate and no item for the task is queued (the
+                task is stored as ``queue_error``).
+        """
         if ack.duplicate and not await self.item_queued(task.id, queue) and not await self._moved_on(task):
             METRICS.enqueue_error_count.labels(queue.name).inc()
             await self._mark_queue_error(task, ERR_DUPLICATE_ITEM)
@@ -324,6 +365,15 @@ class Storage:
             queue.subject_prefix + task_id, codec.encode_item(task_id), what, headers=headers, stream=queue.stream
         )
         return not ack.duplicate
+
+    async def withdraw_item(self, queue: Queue, seq: int, task_id: str) -> None:
+        """Delete one work item by its stream sequence, best effort: an item a worker already took is gone anyway."""
+        what = f"withdrawing the work item of task {task_id} from queue {queue.name!r}"
+        try:
+            await self.js.api(f"STREAM.MSG.DELETE.{queue.stream}", {"seq": seq, "no_erase": True}, what)
+        except AsyncJobsError as exc:
+            if not (isinstance(exc, JetStreamError) and exc.err_code == JS_ERR_MSG_DELETE_FAILED):
+                log.warning("%s failed: %s", what, exc)  # 10057 is "no message found": a worker took it meanwhile
 
     async def item_queued(self, task_id: str, queue: Queue) -> bool:
         """Whether the queue holds a work item for the task."""
@@ -359,3 +409,23 @@ class Storage:
                 else:
                     raise outcome
         return outcomes
+
+
+def same_task(stored: Task, task: Task) -> bool:
+    """Whether a stored task is ``task`` enqueued before: the same signed fields and dependencies."""
+    return stored.signature_envelope() == task.signature_envelope() and stored.dependencies == task.dependencies
+
+
+def adopt_stored(task: Task, stored: Task) -> bool:
+    """Carry on from the stored copy of this very task (enqueued before: a retry after a timeout or a cancelled
+    call); return whether its item still has to be published (it has not started)."""
+    task.seq, task.state, task.tries = stored.seq, stored.state, stored.tries
+    task.last_err, task.tried_at, task.result = stored.last_err, stored.tried_at, stored.result
+    return stored.state in (TaskState.NEW, TaskState.BLOCKED)
+
+
+def duplicate_task(task: Task) -> DuplicateTaskError:
+    """The error for an enqueue whose id is taken by another task."""
+    return DuplicateTaskError(
+        f"task {task.id} already exists: pick another id, or load it with get_task() and retry_task() it"
+    )

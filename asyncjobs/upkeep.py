@@ -36,6 +36,8 @@ class InProcess:
     """Monotonic time of its delivery or of the last ``+WPI`` sent for it."""
     dropped_duplicate: bool = False
     """A second delivery of the task arrived meanwhile and was dropped."""
+    concluding: bool = False
+    """Its handler has finished and its outcome is being settled off its slot (:meth:`Worker.conclude`)."""
 
 
 class Upkeep:
@@ -55,14 +57,15 @@ class Upkeep:
         subject = f"CONSUMER.INFO.{self.worker.queue.stream}.{QUEUE_CONSUMER}"
         while True:
             await asyncio.sleep(IDLE_CHECK_INTERVAL_S)
-            if self.worker.busy or not self.worker.inbox.empty() or self.worker.puller.overflow:
+            if self.worker.busy or self.worker.settling or not self.worker.inbox.empty() or self.worker.puller.overflow:
                 continue
             try:
                 info = await self.worker.storage.js.api(subject, None, what)
             except AsyncJobsError as exc:
                 log.info("%s", exc)
                 continue
-            if not int(info.get("num_pending", 0)) and not int(info.get("num_ack_pending", 0)) and not self.worker.busy:
+            in_flight = self.worker.busy or self.worker.settling
+            if not int(info.get("num_pending", 0)) and not int(info.get("num_ack_pending", 0)) and not in_flight:
                 log.info("queue %s is idle: nothing waiting or in flight, stopping", self.worker.queue.name)
                 return
 

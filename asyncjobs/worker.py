@@ -17,13 +17,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Final
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Final
 
 from nats.aio.msg import Msg
 
 from asyncjobs import codec
-from asyncjobs.constants import ACK, BLOCKED_NAK_DELAY_NS, ERR_DEPENDENCIES_FAILED, TERM
-from asyncjobs.delivery import ACK_TIMEOUT_S, delivery_count, nak
+from asyncjobs.constants import ACK, BLOCKED_NAK_DELAY_NS, ERR_DEPENDENCIES_FAILED, HDR_AJ_PIPELINED, TERM
+from asyncjobs.delivery import ACK_TIMEOUT_S, delivery_count, nak, orphan_delay_ns
 from asyncjobs.errors import (
     AsyncJobsError,
     CorruptDataError,
@@ -51,6 +52,18 @@ _WAITING_STATES: Final = frozenset({TaskState.NEW, TaskState.RETRY, TaskState.BL
 _DONE_STATES: Final = frozenset(
     {TaskState.COMPLETED, TaskState.EXPIRED, TaskState.TERMINATED, TaskState.UNREACHABLE, TaskState.QUEUE_ERROR}
 )
+PREFETCH_SHARE: Final = 10
+"""Items pulled ahead of the free slots: one for every this many slots, at least one."""
+
+
+def prefetch_for(concurrency: int) -> int:
+    """How many items a worker with ``concurrency`` slots keeps pulled ahead of its free slots.
+
+    A slot that frees up takes a prefetched item at once instead of waiting a round trip for the next one. The
+    prefetch is small because a prefetched item waits in this worker, its ack wait running, while it could run
+    elsewhere; on stopping, prefetched items are handed straight back.
+    """
+    return max(1, concurrency // PREFETCH_SHARE)
 
 
 class Worker:
@@ -97,6 +110,8 @@ class Worker:
         self.stopping = False
         self.running: dict[str, InProcess] = {}
         """Deliveries this worker is processing now (from activation to settling), by task id."""
+        self.settling: set[asyncio.Task[None]] = set()
+        """Outcomes being stored and acked off their slots (:meth:`conclude`)."""
         self.upkeep = Upkeep(self)
         self.settler = Settler(storage, queue)
         self.handlers = HandlerRunner(self, router, retry_policy)
@@ -105,6 +120,7 @@ class Worker:
             f"{api_prefix}.CONSUMER.MSG.NEXT.{queue.stream}.WORKERS",
             queue.name,
             slots=concurrency,
+            prefetch=prefetch_for(concurrency),
             deliver=self._deliver,
             on_recovered=self._recovered,
         )
@@ -174,7 +190,7 @@ class Worker:
         me = asyncio.current_task()
         hurried = me is not None and me.cancelling() > 1  # cancelled again while stopping: no grace
         try:
-            if self.busy and not hurried:
+            if (self.busy or self.settling) and not hurried:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.shutdown_grace):
                         await self.idle.wait()
@@ -184,6 +200,12 @@ class Worker:
             for slot in self.slots:
                 slot.cancel()
             await asyncio.wait(self.slots, timeout=ACK_TIMEOUT_S * 2)
+            # Outcomes being stored are not handler code: they get the same short while to finish. One cut off
+            # leaves its task active with its item unacked, which the gates settle on the item's next delivery.
+            if self.settling:
+                await asyncio.wait(set(self.settling), timeout=ACK_TIMEOUT_S * 2)
+                for settling in self.settling:
+                    settling.cancel()
 
     def _recovered(self) -> None:
         # The consumer answers again: resend acks its new leader may have missed, and look for lost deliveries.
@@ -217,7 +239,7 @@ class Worker:
                 await self._hand_back(msg)
             finally:
                 self.busy -= 1
-                if not self.busy:
+                if not self.busy and not self.settling:
                     self.idle.set()
                 if not self.stopping:
                     self.puller.release()
@@ -271,10 +293,46 @@ class Worker:
                 return
             await self.handlers.run(msg, task, delivered)
         finally:
-            if self.running.get(task.id) is entry:
+            if self.running.get(task.id) is entry and not entry.concluding:
                 del self.running[task.id]
-        if entry.dropped_duplicate:
+        if entry.dropped_duplicate and not entry.concluding:
             await self._restore_item(task.id)
+
+    async def conclude(self, task: Task, settling: Coroutine[Any, Any, None]) -> None:
+        """Settle a delivery whose handler has finished (``settling`` stores its outcome and acks its item).
+
+        The settling runs off the slot, so the slot takes its next item while the outcome is stored: a slot is held
+        by a handler, not by round trips to the server. At most ``concurrency`` settle at once in the background;
+        beyond that (the store is slow or unavailable), and while the worker stops, the slot settles itself.
+        """
+        entry = self.running.get(task.id)
+        if entry is None or entry.task is not task or self.stopping or len(self.settling) >= self.puller.slots:
+            await settling
+            return
+        entry.concluding = True
+        concluding = asyncio.get_running_loop().create_task(self._concluding(entry, settling))
+        self.settling.add(concluding)
+        concluding.add_done_callback(self._settled)
+
+    async def _concluding(self, entry: InProcess, settling: Coroutine[Any, Any, None]) -> None:
+        task_id = entry.task.id
+        try:
+            await settling
+        except Exception:
+            log.exception("queue %s: unexpected error settling task %s; handing it back", self.queue.name, task_id)
+            await self._hand_back(entry.msg)
+        finally:
+            if self.running.get(task_id) is entry:
+                del self.running[task_id]
+        if entry.dropped_duplicate:
+            await self._restore_item(task_id)
+
+    def _settled(self, concluding: asyncio.Task[None]) -> None:
+        self.settling.discard(concluding)
+        if not concluding.cancelled() and concluding.exception() is not None:
+            log.error("queue %s: settling an outcome failed: %r", self.queue.name, concluding.exception())
+        if not self.busy and not self.settling:
+            self.idle.set()
 
     def _why_again(self, running: InProcess) -> str:
         limit_s = self.max_run_time_ns / NS_PER_SECOND
@@ -318,6 +376,15 @@ class Worker:
         try:
             return await self.storage.load_task(task_id)
         except TaskNotFound:
+            # A young item of a pipelined enqueue may be ahead of its task's save: look again shortly. On the last
+            # permitted delivery a hand-back would become a fresh item whose age starts again: terminate instead.
+            ahead = msg.headers is not None and msg.headers.get(HDR_AJ_PIPELINED) == "1"
+            delay_ns = orphan_delay_ns(msg.reply, delivered, time.time_ns()) if ahead else None
+            if delay_ns is not None and not self.settler.is_last(delivered):
+                wait_s = delay_ns / NS_PER_SECOND
+                log.debug("queue %s: task %s is not stored yet, handing its item back for %gs", queue, task_id, wait_s)
+                await self.settler.settle(msg, delivered, None, nak(delay_ns), hand_back=HandBack.REQUEUE)
+                return None
             METRICS.task_not_found_error_count.labels(queue).inc()
             log.info("queue %s: task %s does not exist, terminating its item", queue, task_id)
             await self.settler.ack(msg, TERM)

@@ -191,6 +191,7 @@ efficiency (hand-made CPU per task / library CPU per task) says the same from th
 ./dev bench --scheduler     # the scheduler benchmark only (about 5 minutes): rewrites its section, below
 ./dev bench --workflows     # the workflows benchmark only (under a minute): rewrites its section, below
 ./dev bench --peers         # asyncjobs against Celery, Dramatiq, RQ, arq, SAQ, taskiq-nats: rewrites its section
+./dev bench --sizing        # processes and slots per core, I/O- and CPU-bound (minutes): rewrites its section
 ```
 
 To profile the library: `.venv/bin/python -m cProfile -o /tmp/prof.out bench/run.py --only library`.
@@ -206,16 +207,25 @@ WORKFLOWS_END: Final = "<!-- workflows-bench:end -->"
 PEERS_BEGIN: Final = "<!-- peers-bench:begin -->"
 PEERS_END: Final = "<!-- peers-bench:end -->"
 """The markers of the Peers section, which ``bench/peers/run.py`` writes and this report keeps."""
+SIZING_BEGIN: Final = "<!-- sizing-bench:begin -->"
+SIZING_END: Final = "<!-- sizing-bench:end -->"
+"""The markers of the Sizing section, which ``bench/sizing.py`` writes and this report keeps."""
 
 
 def _kept_sections(path: Path) -> list[str]:
-    """The Scheduler, Workflows and Peers sections already in ``path``, with their markers, or nothing."""
+    """The Scheduler, Workflows, Peers and Sizing sections already in ``path``, with their markers, or nothing."""
     try:
         text = path.read_text()
     except OSError:
         return []
     kept = []
-    for begin, end in ((SCHEDULER_BEGIN, SCHEDULER_END), (WORKFLOWS_BEGIN, WORKFLOWS_END), (PEERS_BEGIN, PEERS_END)):
+    sections = (
+        (SCHEDULER_BEGIN, SCHEDULER_END),
+        (WORKFLOWS_BEGIN, WORKFLOWS_END),
+        (PEERS_BEGIN, PEERS_END),
+        (SIZING_BEGIN, SIZING_END),
+    )
+    for begin, end in sections:
         start, stop = text.find(begin), text.find(end)
         if start >= 0 and stop > start:
             kept += ["", text[start : stop + len(end)]]
@@ -223,8 +233,8 @@ def _kept_sections(path: Path) -> list[str]:
 
 
 def write_markdown(path: Path, results: Results, machine: Machine, settings: Settings, seconds: float) -> None:
-    """Overwrite ``path`` with the report, keeping its Scheduler, Workflows and Peers sections
-    (``bench/scheduler.py``, ``bench/workflows.py``, ``bench/peers/run.py``)."""
+    """Overwrite ``path`` with the report, keeping its Scheduler, Workflows, Peers and Sizing sections
+    (``bench/scheduler.py``, ``bench/workflows.py``, ``bench/peers/run.py``, ``bench/sizing.py``)."""
     kept = _kept_sections(path)
     when = datetime.now(UTC)
     lines = [

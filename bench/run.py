@@ -68,6 +68,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run the peer benchmark instead (bench/peers/run.py: asyncjobs against Celery, Dramatiq, RQ, arq, SAQ, "
         "taskiq-nats; about 30 minutes); the other arguments go to it, see --peers --help",
     )
+    parser.add_argument(
+        "--sizing",
+        action="store_true",
+        help="run the sizing benchmark instead (python -m bench.sizing: tasks/s by processes and concurrency for "
+        "I/O- and CPU-bound handlers, a few minutes); the other arguments go to it, see --sizing --help",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log asyncjobs debug output too")
     args = parser.parse_args(argv)
     only = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -117,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.peers import run as peers
 
         return peers.main([arg for arg in argv if arg != "--peers"])
+    if "--sizing" in argv:  # its own options (--io-ms, --cpu-processes, ...) likewise
+        from bench import sizing
+
+        return sizing.main([arg for arg in argv if arg != "--sizing"])
     args = parse_args(argv)
     if args.scheduler:
         from bench import scheduler  # imports asyncjobs_scheduler, which the other scenarios do not need

@@ -64,15 +64,22 @@ def read_requirements(path: Path) -> list[str]:
         if isinstance(target, ast.Name) and target.id == "REQUIREMENTS":
             value = ast.literal_eval(expr)
             if isinstance(value, list) and all(isinstance(item, str) for item in value):
-                return [str(ROOT) if item == PROJECT_PLACEHOLDER else item for item in value]
+                return [_resolve(item) for item in value]
     raise EnvError(f"{path} has no REQUIREMENTS = [...] list of pinned requirements")
+
+
+def _resolve(requirement: str) -> str:
+    # "<project>" is the working tree; "<project>[extra]" the working tree with that extra.
+    if requirement.startswith(PROJECT_PLACEHOLDER):
+        return str(ROOT) + requirement.removeprefix(PROJECT_PLACEHOLDER)
+    return requirement
 
 
 def _pip_args(requirements: list[str]) -> list[str]:
     # The project itself goes in editable, so the benchmark measures the working tree.
     args: list[str] = []
     for item in requirements:
-        args += ["-e", item] if item == str(ROOT) else [item]
+        args += ["-e", item] if item.startswith(str(ROOT)) else [item]
     return args
 
 

@@ -158,3 +158,20 @@ async def commands() -> AsyncIterator[list[Command]]:
     yield started
     for command in started:
         await command.kill()
+
+
+async def queued_items(client: asyncjobs.Client) -> int:
+    """The items waiting or in flight in the client's queue."""
+    return (await client.admin.queue_info(client.queue.name)).items
+
+
+def recording_router(runs: list[str]) -> asyncjobs.Router:
+    """A router whose catch-all handler records each task id it runs and returns ``"done"``."""
+    router = asyncjobs.Router()
+
+    @router.handler("")
+    async def handle(task: asyncjobs.Task) -> str:
+        runs.append(task.id)
+        return "done"
+
+    return router

@@ -17,7 +17,7 @@ from asyncjobs.metrics import METRICS
 from asyncjobs.reconciler import LOST_ON_LAST_DELIVERY, Reconciler
 from asyncjobs.server import NatsServer
 from asyncjobs.testing import eventually
-from tests.core.conftest import ClientFactory, running, wait_state
+from tests.core.conftest import ClientFactory, queued_items, recording_router, running, wait_state
 
 HOUR_NS = 3600 * 1_000_000_000
 
@@ -37,21 +37,6 @@ async def _delete_item(client: asyncjobs.Client, task_id: str) -> None:
     await client._storage.js.api(f"STREAM.MSG.DELETE.{queue.stream}", {"seq": item.seq}, "deleting the item")
 
 
-async def _items(client: asyncjobs.Client) -> int:
-    return (await client.admin.queue_info(client.queue.name)).items
-
-
-def _done_router(runs: list[str]) -> asyncjobs.Router:
-    router = asyncjobs.Router()
-
-    @router.handler("")
-    async def handle(task: asyncjobs.Task) -> str:
-        runs.append(task.id)
-        return "done"
-
-    return router
-
-
 async def test_cancelled_enqueue_still_completes(make_client: ClientFactory) -> None:
     client = await make_client(queue="CANCEL")
     tasks = [asyncjobs.Task("x") for _ in range(50)]
@@ -60,17 +45,17 @@ async def test_cancelled_enqueue_still_completes(make_client: ClientFactory) -> 
     for call in calls:
         call.cancel()
     await asyncio.gather(*calls, return_exceptions=True)
-    await eventually(lambda: _all_stored_with_items(client, tasks), message="every cancelled enqueue finished")
+    await eventually(lambda: _all_stored_withqueued_items(client, tasks), message="every cancelled enqueue finished")
 
 
-async def _all_stored_with_items(client: asyncjobs.Client, tasks: list[asyncjobs.Task]) -> bool:
+async def _all_stored_withqueued_items(client: asyncjobs.Client, tasks: list[asyncjobs.Task]) -> bool:
     for task in tasks:
         try:
             stored = await client.get_task(task.id)
         except asyncjobs.TaskNotFound:
             return False
         assert stored.state == TaskState.NEW
-    return await _items(client) == len(tasks)
+    return await queued_items(client) == len(tasks)
 
 
 async def test_enqueue_is_idempotent_for_the_same_task(make_client: ClientFactory) -> None:
@@ -78,21 +63,21 @@ async def test_enqueue_is_idempotent_for_the_same_task(make_client: ClientFactor
     task = asyncjobs.Task("x", {"n": 1})
     # The first call is interrupted after the task is saved and before its item is published.
     await client._storage.save_for_enqueue(task, client.queue)
-    assert await _items(client) == 0
+    assert await queued_items(client) == 0
     again = asyncjobs.Task.__new__(asyncjobs.Task)  # the caller retries with the same task (same content)
     for name in asyncjobs.Task.__slots__:
         setattr(again, name, getattr(task, name))
     again.seq = 0
     await client.enqueue(again)
     await client.enqueue(again)
-    assert await _items(client) == 1
+    assert await queued_items(client) == 1
     runs: list[str] = []
-    async with running(client, _done_router(runs)):
+    async with running(client, recording_router(runs)):
         await wait_state(client, task.id, TaskState.COMPLETED)
         await client.enqueue(again)  # after it ran: nothing new is queued, it does not run twice
         await asyncio.sleep(0.3)
     assert runs == [task.id]
-    assert await _items(client) == 0
+    assert await queued_items(client) == 0
     with pytest.raises(asyncjobs.DuplicateTaskError, match="already exists"):
         await client.enqueue(asyncjobs.Task("x", {"n": 2}, id=task.id))
 
@@ -112,12 +97,12 @@ async def test_reconciler_republishes_a_task_left_without_an_item(make_client: C
     first, second = await asyncio.gather(_reconciler(client).reconcile(), _reconciler(client).reconcile())
     # Each task is repaired by one of them, never twice: the other finds the new item or is deduplicated.
     assert sorted(first.republished + second.republished) == sorted([stranded.id, fresh.id])
-    assert await _items(client) == 3
+    assert await queued_items(client) == 3
     # Each repair is counted, by queue, action and the state the task was found in.
     counted = len(first.republished) + len(second.republished)
     assert METRICS.reconciler_repaired_total.value("STRANDED", "republish", "new") == repaired + counted
     runs: list[str] = []
-    async with running(client, _done_router(runs)):
+    async with running(client, recording_router(runs)):
         for task in (stranded, waiting, fresh):
             await wait_state(client, task.id, TaskState.COMPLETED)
     assert sorted(runs) == sorted([stranded.id, waiting.id, fresh.id])
@@ -133,7 +118,7 @@ async def test_reconciler_reruns_an_active_task_whose_item_was_lost(make_client:
     report = await _reconciler(client).reconcile()
     assert report.republished == [task.id]
     runs: list[str] = []
-    async with running(client, _done_router(runs)):
+    async with running(client, recording_router(runs)):
         done = await wait_state(client, task.id, TaskState.COMPLETED)
     assert runs == [task.id] and done.tries == 2
 
@@ -156,7 +141,7 @@ async def test_a_worker_repairs_items_the_consumer_gave_up_on(make_client: Clien
     await client._storage.save_task(stored)
     runs: list[str] = []
     # The worker starts before the ack wait runs out, so it hears the server's max-deliveries advisories.
-    async with running(client, _done_router(runs)):
+    async with running(client, recording_router(runs)):
         expired = await wait_state(client, active.id, TaskState.EXPIRED)
         await wait_state(client, waiting.id, TaskState.COMPLETED)
         await eventually(lambda: _items_are(client, 0), message="the dead items gone")
@@ -165,7 +150,7 @@ async def test_a_worker_repairs_items_the_consumer_gave_up_on(make_client: Clien
 
 
 async def _items_are(client: asyncjobs.Client, count: int) -> bool:
-    return await _items(client) == count
+    return await queued_items(client) == count
 
 
 async def test_reconciler_replaces_a_delivery_that_never_reached_a_worker(make_client: ClientFactory, nc: NATS) -> None:
@@ -184,7 +169,7 @@ async def test_reconciler_replaces_a_delivery_that_never_reached_a_worker(make_c
     report = await _reconciler(client, clock=_later(11 * 1_000_000_000)).reconcile()
     assert report.republished == [task.id]  # the other item was never delivered: it just waits its turn
     runs: list[str] = []
-    async with running(client, _done_router(runs)):
+    async with running(client, recording_router(runs)):
         await wait_state(client, task.id, TaskState.COMPLETED)
         await wait_state(client, undelivered.id, TaskState.COMPLETED)
     assert sorted(runs) == sorted([task.id, undelivered.id])
@@ -226,7 +211,7 @@ async def test_reconciler_runs_inside_workers(make_client: ClientFactory) -> Non
     stranded = asyncjobs.Task("x")
     await client._storage.save_for_enqueue(stranded, client.queue)
     runs: list[str] = []
-    async with running(client, _done_router(runs)):
+    async with running(client, recording_router(runs)):
         await wait_state(client, stranded.id, TaskState.COMPLETED, timeout=15)
     assert runs == [stranded.id]
 
@@ -271,7 +256,7 @@ async def test_run_until_idle_returns_when_the_queue_is_drained(make_client: Cli
 
     await client.enqueue_many([asyncjobs.Task("x") for _ in range(30)])
     await asyncio.wait_for(client.run(router, until_idle=True), 30)
-    assert await _items(client) == 0
+    assert await queued_items(client) == 0
     stored = [t async for t in client.admin.tasks(queue="IDLE")]
     assert len(stored) == 30 and all(t.state == TaskState.COMPLETED for t in stored)
 
@@ -283,7 +268,7 @@ async def test_enqueue_and_work_ride_out_a_server_restart(tmp_path: object) -> N
         producer = await asyncjobs.connect(server.url, queue="RIDE", retry_window=30)
         runs: list[str] = []
         try:
-            async with running(client, _done_router(runs)):
+            async with running(client, recording_router(runs)):
                 first = await producer.enqueue(asyncjobs.Task("x"))
                 await client.wait(first.id, timeout=10)
                 server.kill()

@@ -13,8 +13,9 @@ import time
 
 import peer_common as common
 
-REQUIREMENTS = ["<project>", "redis==8.1.0"]
-"""The working tree (installed editable) and the handler's Redis client."""
+REQUIREMENTS = ["<project>[uvloop]", "redis==8.1.0"]
+"""The working tree (installed editable, with the uvloop extra the worker command uses when present) and the
+handler's Redis client."""
 
 
 async def enqueue(args: argparse.Namespace) -> None:
