@@ -9,8 +9,11 @@ reconciler. See docs/protocol.md (Enqueue) and docs/decisions.md (Reliability ch
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from typing import TYPE_CHECKING, Final
 
+from asyncjobs import delivery
 from asyncjobs.errors import (
     AsyncJobsError,
     JetStreamError,
@@ -27,6 +30,8 @@ from asyncjobs.task import ENQUEUEABLE_STATES, Task, TaskState
 if TYPE_CHECKING:
     from asyncjobs.queue import Queue
     from asyncjobs.storage import Storage
+
+log = logging.getLogger("asyncjobs")
 
 PIPELINED_STATES: Final = frozenset({TaskState.NEW, TaskState.BLOCKED})
 """States enqueued pipelined. A task in state ``retry`` takes the sequential path: its item carries no
@@ -53,7 +58,9 @@ async def enqueue_pipelined(storage: Storage, task: Task, queue: Queue) -> None:
         RequestTimeout: the task store did not answer within the retry window; the message says what was done.
         JetStreamUnavailable: as ``RequestTimeout``, for a task store without a leader.
     """
-    if task.state not in PIPELINED_STATES or task.seq:
+    if task.state not in PIPELINED_STATES or task.seq or task._generated_id != task.id:
+        # A custom id may be another task's (staged, in another queue, started): an item sent for it could run
+        # that task before the save's conflict is known, so such tasks keep the sequential order.
         await storage.enqueue(task, queue)
         return
     task.queue = queue.name
@@ -62,6 +69,7 @@ async def enqueue_pipelined(storage: Storage, task: Task, queue: Queue) -> None:
     # follows from its own task as soon as it does. One task per enqueue instead of two (asyncio.gather).
     sending = asyncio.ensure_future(storage.send_item(task, queue, pipelined=True))
     failed: Exception | None = None
+    started = time.monotonic()
     try:
         await storage.save_task(task, data=data)
     except Exception as exc:
@@ -69,6 +77,7 @@ async def enqueue_pipelined(storage: Storage, task: Task, queue: Queue) -> None:
     except BaseException:
         sending.cancel()
         raise
+    saving_s = time.monotonic() - started
     sent: ItemOutcome
     try:
         sent = await sending
@@ -80,7 +89,25 @@ async def enqueue_pipelined(storage: Storage, task: Task, queue: Queue) -> None:
         raise await storage.item_error(task, queue, sent) from sent
     if isinstance(sent, Exception):
         raise sent
+    if saving_s >= delivery.ORPHAN_GRACE_S / 2:
+        await _recheck_item(storage, task, queue)
     await storage.item_sent(task, queue, sent)
+
+
+async def _recheck_item(storage: Storage, task: Task, queue: Queue) -> None:
+    """After a save so slow that a worker may have given up on the item as an orphan: if the task still waits and
+    has no item, give it a fresh one (under the reconciler's id for this stored version)."""
+    what = f"queue {queue.name}: task {task.id} was stored {delivery.ORPHAN_GRACE_S / 2:g}s or more after its item"
+    try:
+        if await storage.item_queued(task.id, queue):
+            return
+        stored = await storage.load_task(task.id, verify=False)
+        if stored.seq != task.seq or stored.state not in PIPELINED_STATES:
+            return  # a worker took it
+        log.warning("%s and the item is gone; publishing a fresh one", what)
+        await storage.republish_item(task.id, queue, msg_id=f"{task.id}.{task.seq}")
+    except AsyncJobsError as exc:
+        log.warning("%s; could not check its item (the reconciler will): %s", what, exc)
 
 
 async def _after_failed_save(
@@ -109,7 +136,12 @@ async def _after_failed_save(
         advice = "may be stored and its work item may be queued: enqueue the same task again (it is idempotent)"
         raise _explained(exc, f"task {task.id} {advice}") from exc
     if stored is not None and same_task(stored, task):
-        return adopt_stored(task, stored)  # enqueued before (or the timed-out save landed): carry on from it
+        # Enqueued before (or the timed-out save landed): carry on from it. Once it has started, the item we sent
+        # must not stay (the sequential path publishes none then).
+        waiting = adopt_stored(task, stored)
+        if not waiting:
+            await _withdraw(storage, task, queue, sent)
+        return waiting
     if stored is None and not isinstance(exc, TaskConflict):
         await _save_late(storage, task, queue, data, sent)
         return not isinstance(sent, PubAck)

@@ -1,9 +1,9 @@
 """Continuous pulling from the ``WORKERS`` consumer, sized to the free handler slots.
 
 Rather than one blocking pull per free slot (as Go does, docs/protocol.md, Pulling work items), we keep pull requests
-outstanding for exactly as many messages as there are free slots, on one inbox subscription. The server fills them as
-items arrive, so a free slot is refilled without a round trip. The wire consumer and its configuration are the same as
-Go's; only the pull requests differ, which other clients never see.
+outstanding for as many messages as there are free slots (plus a small prefetch), on one inbox subscription. The
+server fills them as items arrive, so a free slot is refilled without a round trip. The wire consumer and its
+configuration are the same as Go's; only the pull requests differ, which other clients never see.
 """
 
 from __future__ import annotations

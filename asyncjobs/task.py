@@ -218,6 +218,7 @@ class Task:
     """
 
     __slots__ = (
+        "_generated_id",
         "_handler",
         "created_at",
         "deadline_at",
@@ -285,12 +286,15 @@ class Task:
         self.seq: int = 0
         """The stream sequence this copy was last saved or loaded at (optimistic concurrency)."""
         self._handler: HandlerContext | None = None
+        self._generated_id: str | None = self.id if id is None else None
+        """The id this library made for the task (a fresh KSUID, nobody else's), if it was not given one."""
 
     @classmethod
     def _blank(cls) -> Task:
         """An uninitialised task for the codec to fill."""
         task = cls.__new__(cls)
         task._handler = None
+        task._generated_id = None
         task.seq = 0
         return task
 

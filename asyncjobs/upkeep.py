@@ -33,7 +33,7 @@ class InProcess:
     task: Task
     msg: Msg
     since: float
-    """Monotonic time of its delivery or of the last ``+WPI`` sent for it."""
+    """Monotonic time its processing started (the task set active) or of the last ``+WPI`` sent for it."""
     dropped_duplicate: bool = False
     """A second delivery of the task arrived meanwhile and was dropped."""
     concluding: bool = False
@@ -105,11 +105,15 @@ class Upkeep:
             # While its handler runs, the handler's own max run time and mark_in_progress() govern the item.
             if entry.task._handler is None and now - entry.since >= every:
                 entry.since = now
-                beat = asyncio.get_running_loop().create_task(self._send_wpi(entry.msg))
-                self._beats.add(beat)
-                beat.add_done_callback(self._beats.discard)
+                self.keep_alive_now(entry.msg)
                 sent += 1
         return sent
+
+    def keep_alive_now(self, msg: Msg) -> None:
+        """Send ``+WPI`` for a delivery now, in the background (its ack wait starts again)."""
+        beat = asyncio.get_running_loop().create_task(self._send_wpi(msg))
+        self._beats.add(beat)
+        beat.add_done_callback(self._beats.discard)
 
     async def _send_wpi(self, msg: Msg) -> None:
         try:

@@ -53,17 +53,20 @@ _DONE_STATES: Final = frozenset(
     {TaskState.COMPLETED, TaskState.EXPIRED, TaskState.TERMINATED, TaskState.UNREACHABLE, TaskState.QUEUE_ERROR}
 )
 PREFETCH_SHARE: Final = 10
-"""Items pulled ahead of the free slots: one for every this many slots, at least one."""
+"""Items pulled ahead of the free slots: one for every this many slots (none below that many)."""
+WAITED_KEEP_ALIVE_S: Final = 1.0
+"""A prefetched item that waited this long for a slot gets a ``+WPI`` as its handler starts."""
 
 
 def prefetch_for(concurrency: int) -> int:
     """How many items a worker with ``concurrency`` slots keeps pulled ahead of its free slots.
 
     A slot that frees up takes a prefetched item at once instead of waiting a round trip for the next one. The
-    prefetch is small because a prefetched item waits in this worker, its ack wait running, while it could run
-    elsewhere; on stopping, prefetched items are handed straight back.
+    prefetch is small because a prefetched item waits in this worker while another worker might run it; a worker
+    with fewer than ``PREFETCH_SHARE`` slots (long tasks, typically) prefetches nothing. On stopping, prefetched
+    items are handed straight back.
     """
-    return max(1, concurrency // PREFETCH_SHARE)
+    return concurrency // PREFETCH_SHARE
 
 
 class Worker:
@@ -102,7 +105,8 @@ class Worker:
         self.max_deliver = queue.max_tries
         self.until_idle = until_idle
         self.reconciler = reconciler
-        self.inbox: asyncio.Queue[Msg] = asyncio.Queue()
+        self.inbox: asyncio.Queue[tuple[float, Msg]] = asyncio.Queue()
+        """Delivered items waiting for a slot, with the monotonic time each arrived."""
         self.slots: list[asyncio.Task[None]] = []
         self.busy = 0
         self.idle = asyncio.Event()
@@ -183,7 +187,7 @@ class Worker:
         unstarted = [*self.puller.overflow]
         self.puller.overflow.clear()
         while not self.inbox.empty():
-            unstarted.append(self.inbox.get_nowait())
+            unstarted.append(self.inbox.get_nowait()[1])
         for msg in unstarted:
             # Not started: straight back to the queue (a fresh item if this was its last permitted delivery).
             await self.settler.settle(msg, delivery_count(msg.reply), None, nak(0), hand_back=HandBack.REQUEUE)
@@ -214,14 +218,18 @@ class Worker:
             self.reconciler.wake()
 
     def _deliver(self, msg: Msg) -> None:
-        self.inbox.put_nowait(msg)
+        self.inbox.put_nowait((time.monotonic(), msg))
 
     async def _slot(self) -> None:
         # One long-lived coroutine per concurrency slot: cheaper than a task per item.
         me = asyncio.current_task()
         assert me is not None
         while True:
-            msg = await self.inbox.get()
+            arrived, msg = await self.inbox.get()
+            if time.monotonic() - arrived >= WAITED_KEEP_ALIVE_S:
+                # A prefetched item that waited for a slot: its ack wait ran meanwhile, the handler's has not
+                # started. Restart it, so the server does not deliver the item elsewhere while it runs here.
+                self.upkeep.keep_alive_now(msg)
             self.busy += 1
             self.idle.clear()
             try:
@@ -318,6 +326,14 @@ class Worker:
         task_id = entry.task.id
         try:
             await settling
+        except asyncio.CancelledError:
+            # Cut off while stopping (the store answered too slowly): the outcome may be lost, so the item goes back
+            # at once rather than after its ack wait.
+            log.warning(
+                "queue %s: stopped before the outcome of task %s was stored; handing it back", self.queue.name, task_id
+            )
+            await self._hand_back(entry.msg, nak(0))
+            raise
         except Exception:
             log.exception("queue %s: unexpected error settling task %s; handing it back", self.queue.name, task_id)
             await self._hand_back(entry.msg)
@@ -329,8 +345,9 @@ class Worker:
 
     def _settled(self, concluding: asyncio.Task[None]) -> None:
         self.settling.discard(concluding)
-        if not concluding.cancelled() and concluding.exception() is not None:
-            log.error("queue %s: settling an outcome failed: %r", self.queue.name, concluding.exception())
+        error = None if concluding.cancelled() else concluding.exception()
+        if error is not None:
+            log.error("queue %s: settling an outcome failed", self.queue.name, exc_info=error)
         if not self.busy and not self.settling:
             self.idle.set()
 

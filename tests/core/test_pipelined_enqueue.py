@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import timedelta
@@ -191,11 +192,27 @@ async def test_pipelined_enqueue_of_a_retry_task_replaces_its_item(make_client: 
     assert (await client.get_task(task.id)).state == TaskState.RETRY
 
 
+def _as_generated(task: asyncjobs.Task) -> asyncjobs.Task:
+    """Treat a custom id as one the library generated, so the pipelined path takes it (as if two ids collided)."""
+    task._generated_id = task.id
+    return task
+
+
+async def test_a_custom_id_is_enqueued_in_order(make_client: ClientFactory) -> None:
+    # A custom id may belong to another task: the item must not go out before the save has proved it is ours.
+    client = await make_client(queue="PCUSTOM", pipeline_enqueue=True)
+    await client.enqueue(asyncjobs.Task("x", id="invoice-7"))
+    generated = await client.enqueue(asyncjobs.Task("x"))
+    for task_id, marked in (("invoice-7", False), (generated.id, True)):
+        _, headers = await _item(client, task_id)
+        assert (headers.get(HDR_AJ_PIPELINED) == "1") is marked
+
+
 async def test_pipelined_duplicate_id_fails_and_keeps_the_stored_task(make_client: ClientFactory) -> None:
     client = await make_client(queue="PDUP", pipeline_enqueue=True)
-    first = await client.enqueue(asyncjobs.Task("x", {"n": 1}, id="order-42"))
+    first = await client.enqueue(_as_generated(asyncjobs.Task("x", {"n": 1}, id="order-42")))
     with pytest.raises(asyncjobs.DuplicateTaskError, match="task order-42 already exists"):
-        await client.enqueue(asyncjobs.Task("x", {"n": 2}, id="order-42"))
+        await client.enqueue(_as_generated(asyncjobs.Task("x", {"n": 2}, id="order-42")))
     stored = await client.get_task("order-42")
     assert stored.payload_json() == {"n": 1} and stored.state == TaskState.NEW and stored.seq == first.seq
     _, headers = await _item(client, "order-42")  # the second item was dropped as a duplicate of the first
@@ -208,7 +225,7 @@ async def test_pipelined_duplicate_of_a_staged_task_withdraws_its_item(make_clie
     client = await make_client(queue="PSTAGE", pipeline_enqueue=True)
     staged = await client.staged.stage(asyncjobs.Task("x", {"n": 1}, id="gate-1"))
     with pytest.raises(asyncjobs.DuplicateTaskError, match="task gate-1 already exists"):
-        await client.enqueue(asyncjobs.Task("x", {"n": 2}, id="gate-1"))
+        await client.enqueue(_as_generated(asyncjobs.Task("x", {"n": 2}, id="gate-1")))
     assert await queued_items(client) == 0
     stored = await client.get_task("gate-1")
     assert stored.queue == "" and stored.seq == staged.seq and stored.payload_json() == {"n": 1}
@@ -221,7 +238,7 @@ async def test_pipelined_duplicate_of_a_waiting_task_keeps_the_item_standing_for
     staged = await client.staged.stage(asyncjobs.Task("x", {"n": 1}, id="gate-2"))
     assert await client.staged.release(staged)
     with pytest.raises(asyncjobs.DuplicateTaskError, match="task gate-2 already exists"):
-        await client.enqueue(asyncjobs.Task("x", {"n": 2}, id="gate-2"))
+        await client.enqueue(_as_generated(asyncjobs.Task("x", {"n": 2}, id="gate-2")))
     _, headers = await _item(client, "gate-2")
     assert headers[HDR_MSG_ID] == "gate-2" and await queued_items(client) == 1
     runs: list[str] = []
@@ -360,3 +377,29 @@ async def test_an_unmarked_item_without_its_task_is_terminated_at_once(
         await eventually(lambda: _items_are(client, 0), message="the orphan item terminated", timeout=2)
     assert not _handed_back(caplog, orphan.id)
     assert any(f"task {orphan.id} does not exist, terminating its item" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_save_slower_than_the_grace_gives_the_task_a_fresh_item(
+    make_client: ClientFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The item lands at once, the save 1.5 s later: the worker has given up on the item as an orphan by then, so the
+    # enqueue, seeing how long its save took, gives the task a fresh item.
+    monkeypatch.setattr(delivery, "ORPHAN_GRACE_S", 0.5)
+    caplog.set_level(logging.INFO, logger="asyncjobs")
+    client = await make_client(queue="SLOWSAVE", pipeline_enqueue=True)
+    storage = client._storage
+    save_task = storage.save_task
+
+    async def slow_save(task: asyncjobs.Task, **kwargs: Any) -> None:
+        await asyncio.sleep(1.5)  # a store that answers slowly (a leader election, say)
+        await save_task(task, **kwargs)
+
+    runs: list[str] = []
+    async with running(client, recording_router(runs)):
+        monkeypatch.setattr(storage, "save_task", slow_save)
+        task = await client.enqueue(asyncjobs.Task("x"))
+        monkeypatch.setattr(storage, "save_task", save_task)
+        done = await wait_state(client, task.id, TaskState.COMPLETED)
+    assert runs == [task.id] and done.tries == 1
+    assert any(f"task {task.id} does not exist, terminating its item" in r.getMessage() for r in caplog.records)
+    assert any("and the item is gone; publishing a fresh one" in r.getMessage() for r in caplog.records)

@@ -14,14 +14,14 @@ from asyncjobs.settle import Settler
 from asyncjobs.task import Task
 from asyncjobs.testing import eventually
 from asyncjobs.worker import Worker, prefetch_for
-from tests.core.conftest import ClientFactory, running, wait_state
+from tests.core.conftest import ClientFactory, recording_router, running, wait_state
 
 
 @pytest.mark.parametrize(
     ("concurrency", "prefetch"),
-    [(1, 1), (9, 1), (10, 1), (19, 1), (20, 2), (50, 5), (100, 10), (1000, 100)],
+    [(1, 0), (9, 0), (10, 1), (19, 1), (20, 2), (50, 5), (100, 10), (1000, 100)],
 )
-def test_prefetch_is_a_tenth_of_the_slots_at_least_one(concurrency: int, prefetch: int) -> None:
+def test_prefetch_is_a_tenth_of_the_slots(concurrency: int, prefetch: int) -> None:
     assert prefetch_for(concurrency) == prefetch
 
 
@@ -169,3 +169,62 @@ async def test_stopping_waits_for_outcomes_being_stored(
         await asyncio.wait_for(worker, 10)
     assert stored == [task.id]
     assert (await client.get_task(task.id)).state == TaskState.COMPLETED
+
+
+async def test_an_outcome_cut_off_by_the_stop_is_handed_back_with_a_warning(
+    make_client: ClientFactory, slow_settle: tuple[asyncio.Event, list[str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    gate, stored = slow_settle  # the store does not answer until the first worker has stopped
+    client = await make_client(queue=asyncjobs.Queue("CUT", max_run_time=3), shutdown_grace=0.2)
+    router = asyncjobs.Router()
+    ran: list[str] = []
+
+    @router.handler("x")
+    async def handle(task: asyncjobs.Task) -> None:
+        ran.append(task.id)
+
+    task = await client.enqueue(asyncjobs.Task("x"))
+    worker = asyncio.create_task(client.run(router))
+    await eventually(lambda: ran == [task.id], message="the handler ran")
+    worker.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(worker, 20)
+    assert stored == []
+    assert any(
+        f"stopped before the outcome of task {task.id} was stored; handing it back" in record.getMessage()
+        and record.levelname == "WARNING"
+        for record in caplog.records
+    )
+    # Handed back at once: another worker has it now, and runs it again once the first run's max run time is over
+    # (the task is still stored active: nothing proves that run ended).
+    gate.set()
+    other = await make_client(queue="CUT")
+    async with running(other, recording_router(ran)):
+        done = await wait_state(other, task.id, TaskState.COMPLETED, timeout=15)
+    assert ran == [task.id, task.id] and done.tries == 2
+
+
+async def test_a_prefetched_item_that_waited_is_kept_alive(
+    make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Ten slots busy for 1.5 s of a 2 s ack wait; the prefetched eleventh item starts after waiting 1.5 s and runs
+    # 1 s: without a +WPI as it starts, the server would deliver it again at 2 s while it runs.
+    queue = asyncjobs.Queue("WAITED", max_run_time=2)
+    client = await make_client(queue=queue, concurrency=10)
+    router = asyncjobs.Router()
+
+    @router.handler("long")
+    async def long(task: asyncjobs.Task) -> None:
+        await asyncio.sleep(1.5)
+
+    @router.handler("short")
+    async def short(task: asyncjobs.Task) -> None:
+        await asyncio.sleep(1.0)
+
+    await client.enqueue_many([asyncjobs.Task("long") for _ in range(10)])
+    late = await client.enqueue(asyncjobs.Task("short"))
+    async with running(client, router):
+        done = await wait_state(client, late.id, TaskState.COMPLETED)
+    assert done.tries == 1
+    assert not [r for r in caplog.records if "not starting it twice" in r.getMessage()]
+    assert (await client.admin.queue_info("WAITED")).redelivered == 0
