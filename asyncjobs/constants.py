@@ -99,6 +99,9 @@ JS_ERR_TOO_MANY_REQUESTS: Final = 10167
 DEFAULT_QUEUE: Final = "DEFAULT"
 DEFAULT_MAX_TRIES: Final = 10
 DEFAULT_CONCURRENCY: Final = 10
+WORKER_CONCURRENCY: Final = 50
+"""Handler slots per process of a dedicated worker (the worker command, ``run_worker``): chosen from measurements,
+see docs/deploying.md, Sizing. ``connect()`` keeps upstream's 10 for a worker embedded in another program."""
 DEFAULT_QUEUE_MAX_CONCURRENT: Final = 100
 DEFAULT_JOB_RUN_TIME_NS: Final = 3_600_000_000_000
 DEFAULT_QUEUE_RUN_TIME_NS: Final = 60_000_000_000

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from asyncjobs.connecting import connect
+from asyncjobs.constants import WORKER_CONCURRENCY
 from asyncjobs.errors import ConfigurationError
 from asyncjobs.loops import loop_factory, loop_name
 from asyncjobs.queue import Queue
@@ -167,7 +168,8 @@ async def run_worker_async(
         hurry: an event that, when set, stops the worker at once as a second signal does (running handlers are
             cancelled and their tasks handed back); the call then returns ``128 + SIGTERM``.
         **options: any other :func:`asyncjobs.connect` option (``concurrency``, ``retry_policy``,
-            ``shutdown_grace``, ``prometheus_port``, credentials, ...).
+            ``shutdown_grace``, ``prometheus_port``, credentials, ...). ``concurrency`` defaults to 50 here, not
+            ``connect()``'s 10: a process that only runs a worker is sized for throughput (docs/deploying.md).
 
     Returns:
         0 after a clean stop (or once idle); ``128 + signal`` when a second signal cut the shutdown grace short.
@@ -228,7 +230,9 @@ async def _serve(
 ) -> int:
     wait_stop = asyncio.ensure_future(stopping.stop.wait())
     try:
-        connecting = asyncio.ensure_future(connect(servers, queue=queue, **options))
+        connecting = asyncio.ensure_future(
+            connect(servers, queue=queue, **{"concurrency": WORKER_CONCURRENCY, **options})
+        )
         await asyncio.wait((connecting, wait_stop), return_when=asyncio.FIRST_COMPLETED)
         if not connecting.done():
             connecting.cancel()

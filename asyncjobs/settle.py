@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from enum import Enum
 from typing import TYPE_CHECKING, Final
 
@@ -25,6 +24,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from asyncjobs import codec
+from asyncjobs.acklog import AckLog
 from asyncjobs.constants import ACK, TERM
 from asyncjobs.delivery import nak
 from asyncjobs.errors import AsyncJobsError, ConfigurationError, CorruptDataError, TaskConflict, TaskNotFound
@@ -73,7 +73,7 @@ class Settler:
         self.nc: NATS = storage.nc
         self.queue = queue
         self.max_deliver = queue.max_tries
-        self.recent_acks: deque[tuple[float, str, bytes]] = deque(maxlen=ACK_REPLAY_MAX)
+        self.recent_acks = AckLog(window_s=ACK_REPLAY_WINDOW_S, limit=ACK_REPLAY_MAX)
         self._replaying: asyncio.Task[None] | None = None
 
     def is_last(self, delivered: int) -> bool:
@@ -206,7 +206,7 @@ class Settler:
     async def ack(self, msg: Msg, body: bytes) -> None:
         """Send an ack body for a delivered item (no reply awaited: a lost ack means a redelivery the gates settle)."""
         if body in (ACK, TERM):
-            self.recent_acks.append((time.monotonic(), msg.reply, body))
+            self.recent_acks.append(msg.reply, body, time.monotonic())
         try:
             await self.nc.publish(msg.reply, body)
         except Exception as exc:  # the item is redelivered after AckWait and the gates handle it
@@ -214,17 +214,15 @@ class Settler:
 
     def replay_acks(self) -> None:
         """The consumer answers again after a disturbance: its new leader may never have seen our recent acks."""
-        horizon = time.monotonic() - ACK_REPLAY_WINDOW_S
-        while self.recent_acks and self.recent_acks[0][0] < horizon:
-            self.recent_acks.popleft()
+        self.recent_acks.expire(time.monotonic())
         if self.recent_acks and self._replaying is None and not self.nc.is_closed:
-            self._replaying = asyncio.get_running_loop().create_task(self._resend(list(self.recent_acks)))
+            self._replaying = asyncio.get_running_loop().create_task(self._resend(self.recent_acks.copy()))
 
-    async def _resend(self, acks: list[tuple[float, str, bytes]]) -> None:
+    async def _resend(self, acks: AckLog) -> None:
         # Acks are idempotent: one for an item already removed is ignored by the server.
         log.info("queue %s: re-sending %d recent acks to the consumer's leader", self.queue.name, len(acks))
         try:
-            for _, reply, body in acks:
+            for reply, body in acks:
                 with contextlib.suppress(Exception):
                     await self.nc.publish(reply, body)
         finally:

@@ -7,7 +7,6 @@ import sys
 from typing import Any, Final
 
 from asyncjobs.errors import ConfigurationError
-from asyncjobs.signing import write_key_pair
 
 EXIT_USAGE: Final = 2
 
@@ -29,6 +28,8 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     """Run the ``keygen`` command; returns the exit status."""
+    from asyncjobs.signing import write_key_pair  # here: a worker supervisor parses the command line too
+
     try:
         files = write_key_pair(args.out, overwrite=args.force)
     except ConfigurationError as exc:

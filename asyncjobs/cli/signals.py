@@ -12,28 +12,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import sys
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
-from asyncjobs.cli.supervisor import GRACEFUL_SIGNAL, HURRY_SIGNAL
+from asyncjobs.cli.supervisor import GRACEFUL_SIGNAL, HURRY_SIGNAL, exit_now
 from asyncjobs.runner import STOP_SIGNALS
 
 log = logging.getLogger("asyncjobs")
 
 STRAGGLER_TIMEOUT_S: Final = 5.0
 """Seconds tasks still running after the worker stopped get to end once cancelled."""
-
-
-def exit_now(status: int) -> None:
-    """End the process at once with ``status`` (logs flushed first); nothing else runs."""
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    sys.stderr.flush()
-    os._exit(status)
 
 
 class StopSignals:

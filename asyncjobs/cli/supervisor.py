@@ -8,17 +8,23 @@ that exits 0 (a clean stop, or idle with ``--until-idle``) is not restarted; one
 (bad arguments or router) stops the whole set; any other exit is a crash, restarted after 1, 2, 4 ... up to 30
 seconds (the delay starts over once a worker has run for a minute). A worker whose supervisor dies (SIGKILL) notices
 within a second and stops cleanly.
+
+The supervisor imports only the standard library, and no asyncio (a bare interpreter's ~11 MB rather than a worker's
+~35 MB): its signal handlers only note the signal, and one loop waits on a self-pipe that signals (SIGCHLD among them)
+write to, with a timeout for the next restart.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
+import select
 import signal
+import subprocess
+import sys
 import time
-from dataclasses import dataclass
+from types import FrameType
 from typing import Final
 
 log = logging.getLogger("asyncjobs")
@@ -37,25 +43,43 @@ GRACEFUL_SIGNAL: Final = signal.SIGUSR1
 """What the supervisor sends a worker to stop it gracefully (any number of times: it never hurries)."""
 HURRY_SIGNAL: Final = signal.SIGUSR2
 """What the supervisor sends a worker to end its shutdown grace at once."""
+WAKE_EVERY_S: Final = 1.0
+"""The longest the loop sleeps: signals and worker exits wake it at once, this is only a safety net."""
 
 
-@dataclass
+def exit_now(status: int) -> None:
+    """End the process at once with ``status`` (logs flushed first); nothing else runs."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 class _Slot:
-    index: int
-    process: asyncio.subprocess.Process | None = None
-    started: float = 0.0
-    crashes: int = 0
-    status: int | None = None
+    __slots__ = ("crashes", "ended", "index", "process", "restart_at", "started", "status")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+        self.crashes = 0
+        self.status: int | None = None
+        self.restart_at: float | None = None
+        """When a crashed worker is started again."""
+        self.ended = False
+        """The slot ended for good: its worker is not started again."""
 
 
 class _Supervisor:
     def __init__(self, count: int, command: list[str]) -> None:
         self.command = command
         self.slots = [_Slot(n) for n in range(count)]
-        self.stopping = asyncio.Event()
+        self.stopping = False
         self.signals = 0
         self.last_signal: int | None = None
         self.usage_error = False
+        self.received: list[int] = []
+        """Stop signals noted by the handler, for the loop to act on."""
 
     def on_signal(self, signum: int) -> None:
         self.signals += 1
@@ -69,8 +93,8 @@ class _Supervisor:
             log.error("supervisor received %s a third time: killing the workers", name)
             for slot in self.slots:
                 self.tell(slot, signal.SIGKILL)
-            os._exit(128 + signum)
-        self.stopping.set()
+            exit_now(128 + signum)
+        self.stopping = True
         for slot in self.slots:
             self.tell(slot, self.stop_signal())
 
@@ -85,49 +109,99 @@ class _Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 slot.process.send_signal(signum)
 
-    async def start(self, slot: _Slot) -> None:
+    def start(self, slot: _Slot) -> None:
         env = {**os.environ, CHILD_INDEX_ENV: str(slot.index), SUPERVISOR_PID_ENV: str(os.getpid())}
-        slot.process = await asyncio.create_subprocess_exec(*self.command, env=env, start_new_session=True)
+        slot.restart_at = None
+        slot.process = subprocess.Popen(self.command, env=env, start_new_session=True)
         slot.started = time.monotonic()
         log.info("worker %d started (pid %d)", slot.index, slot.process.pid)
-        if self.stopping.is_set():
+        if self.stopping:
             self.tell(slot, self.stop_signal())  # the stop came while it was being started
 
-    async def keep(self, slot: _Slot) -> None:
-        """Run one worker slot until it ends for good."""
-        while True:
-            await self.start(slot)
-            assert slot.process is not None
-            code = await slot.process.wait()
-            slot.status = code
-            if self.stopping.is_set() and -code in (*STOP_SIGNALS, GRACEFUL_SIGNAL, HURRY_SIGNAL):
-                # Killed by the forwarded signal while Python was still starting: it had taken no task yet.
-                slot.status = 0
-            if code == 0 or self.stopping.is_set():
-                log.info("worker %d (pid %d) exited with status %d", slot.index, slot.process.pid, code)
-                return
-            if code == EXIT_USAGE:
-                log.error("worker %d exited with a usage error: stopping every worker", slot.index)
-                self.usage_error = True
-                self.on_signal(signal.SIGTERM)
-                return
-            ran = time.monotonic() - slot.started
-            slot.crashes = 1 if ran >= STABLE_AFTER_S else slot.crashes + 1
-            delay = RESTART_DELAYS_S[min(slot.crashes, len(RESTART_DELAYS_S)) - 1]
-            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
-            log.error(
-                "worker %d (pid %d) %s after %.1fs: restarting it in %gs",
-                slot.index,
-                slot.process.pid,
-                how,
-                ran,
-                delay,
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), delay)
-            if self.stopping.is_set():
+    def exited(self, slot: _Slot, code: int) -> None:
+        """Act on the exit of a slot's worker: end the slot, or plan the restart."""
+        assert slot.process is not None
+        slot.status = code
+        if self.stopping and -code in (*STOP_SIGNALS, GRACEFUL_SIGNAL, HURRY_SIGNAL):
+            # Killed by the forwarded signal while Python was still starting: it had taken no task yet.
+            slot.status = 0
+        if code == 0 or self.stopping:
+            log.info("worker %d (pid %d) exited with status %d", slot.index, slot.process.pid, code)
+            slot.ended = True
+            return
+        if code == EXIT_USAGE:
+            log.error("worker %d exited with a usage error: stopping every worker", slot.index)
+            self.usage_error = True
+            slot.ended = True
+            self.on_signal(signal.SIGTERM)
+            return
+        ran = time.monotonic() - slot.started
+        slot.crashes = 1 if ran >= STABLE_AFTER_S else slot.crashes + 1
+        delay = RESTART_DELAYS_S[min(slot.crashes, len(RESTART_DELAYS_S)) - 1]
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+        log.error(
+            "worker %d (pid %d) %s after %.1fs: restarting it in %gs", slot.index, slot.process.pid, how, ran, delay
+        )
+        slot.restart_at = time.monotonic() + delay
+
+    def step(self) -> float | None:
+        """Act on what happened since the last step; returns how long to sleep at most, ``None`` once all ended."""
+        while self.received:
+            self.on_signal(self.received.pop(0))
+        for slot in self.slots:
+            # poll() also reports an exit that send_signal() reaped already: ended and waiting slots are done with it.
+            if slot.process is None or slot.ended or slot.restart_at is not None:
+                continue
+            code = slot.process.poll()
+            if code is not None:
+                self.exited(slot, code)
+        now = time.monotonic()
+        sleep = WAKE_EVERY_S
+        for slot in self.slots:
+            if slot.restart_at is None:
+                continue
+            if self.stopping:
                 slot.status = None  # stopped while waiting to restart: nothing of it is left running
-                return
+                slot.restart_at, slot.ended = None, True
+            elif slot.restart_at <= now:
+                self.start(slot)
+            else:
+                sleep = min(sleep, slot.restart_at - now)
+        return None if all(slot.ended for slot in self.slots) else sleep
+
+    def run(self) -> int:
+        wake_read, wake_write = os.pipe()
+        os.set_blocking(wake_read, False)
+        os.set_blocking(wake_write, False)
+        handled = (*STOP_SIGNALS, signal.SIGCHLD)
+        previous_handlers = {signum: signal.getsignal(signum) for signum in handled}
+        previous_wakeup = signal.set_wakeup_fd(wake_write)
+        try:
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, self._note)
+            # Handled, though by nothing, so that a worker's exit writes to the wake-up pipe.
+            signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+            log.info("supervising %d worker processes", len(self.slots))
+            for slot in self.slots:
+                self.start(slot)
+            while (sleep := self.step()) is not None:
+                select.select([wake_read], [], [], sleep)
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(wake_read, 512):
+                        pass
+        finally:
+            signal.set_wakeup_fd(previous_wakeup)
+            for signum, handler in previous_handlers.items():
+                if handler is not None:  # None: not installed from Python, so not ours to put back
+                    signal.signal(signum, handler)
+            os.close(wake_read)
+            os.close(wake_write)
+        return self.status()
+
+    def _note(self, signum: int, _frame: FrameType | None) -> None:
+        # A signal handler may run between any two bytecodes: note the signal, and the loop (woken by the wake-up
+        # pipe) acts on it.
+        self.received.append(signum)
 
     def status(self) -> int:
         if self.usage_error:
@@ -137,24 +211,10 @@ class _Supervisor:
         return 0 if all(slot.status in (0, None) for slot in self.slots) else 1
 
 
-async def _supervise(count: int, command: list[str]) -> int:
-    supervisor = _Supervisor(count, command)
-    loop = asyncio.get_running_loop()
-    for signum in STOP_SIGNALS:
-        loop.add_signal_handler(signum, supervisor.on_signal, signum)
-    try:
-        log.info("supervising %d worker processes", count)
-        await asyncio.gather(*(supervisor.keep(slot) for slot in supervisor.slots))
-    finally:
-        for signum in STOP_SIGNALS:
-            loop.remove_signal_handler(signum)
-    return supervisor.status()
-
-
 def supervise(count: int, command: list[str]) -> int:
     """Run ``command`` as ``count`` supervised worker processes until they all end; returns the exit status.
 
     The status is 0 when every worker stopped cleanly, 2 when one reported a usage error, ``128 + signal`` when a
     second stop signal hurried the workers, else 1.
     """
-    return asyncio.run(_supervise(count, command))
+    return _Supervisor(count, command).run()

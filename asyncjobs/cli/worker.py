@@ -1,23 +1,25 @@
-"""``asyncjobs worker MODULE:ATTR``: run a router's handlers as a service, in one process or several."""
+"""``asyncjobs worker MODULE:ATTR``: run a router's handlers as a service, in one process or several.
+
+This module parses the command and, with ``--processes N``, supervises; it imports only the standard library, so a
+supervisor stays a bare interpreter's size. A process that runs a worker imports the rest (asyncio, nats-py, the
+router) from :mod:`asyncjobs.cli.running`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import logging
 import os
+import signal
 import sys
 import traceback
+from types import FrameType
 from typing import Any, Final
 
-from asyncjobs.cli.connection import add_connection_arguments, connection_options
-from asyncjobs.cli.signals import StopSignals, run_loop
-from asyncjobs.cli.supervisor import CHILD_INDEX_ENV, SUPERVISOR_PID_ENV, supervise
-from asyncjobs.errors import AsyncJobsError, ConfigurationError
-from asyncjobs.loops import LOOP_CHOICES, loop_factory
-from asyncjobs.queue import Queue
-from asyncjobs.retry import retry_policy_names
-from asyncjobs.runner import check_router, run_worker_async
+from asyncjobs.cli.connection import add_connection_arguments
+from asyncjobs.cli.supervisor import CHILD_INDEX_ENV, STOP_SIGNALS, exit_now, supervise
+from asyncjobs.constants import WORKER_CONCURRENCY
 
 log = logging.getLogger("asyncjobs")
 
@@ -25,8 +27,11 @@ EXIT_FAILED: Final = 1
 """The worker stopped on an error (NATS unreachable, the connection closed for good): a supervisor restarts it."""
 EXIT_USAGE: Final = 2
 """Bad arguments, options or router: restarting cannot help."""
-PARENT_CHECK_INTERVAL_S: Final = 1.0
 LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+# The choices of --loop and --retry-policy, spelt here so that parsing a command line imports neither asyncio nor the
+# retry policies (tests/core/test_imports.py checks they are asyncjobs.loops.LOOP_CHOICES and retry_policy_names()).
+LOOP_CHOICES: Final = ("auto", "uvloop", "asyncio")
+RETRY_POLICY_NAMES: Final = ("10m", "1h", "1m", "default")
 
 
 def add_parser(commands: Any) -> None:
@@ -45,9 +50,15 @@ def add_parser(commands: Any) -> None:
     work = parser.add_argument_group("work")
     work.add_argument("--queue", "-q", default="DEFAULT", help="the queue to process (default %(default)s)")
     work.add_argument("--no-create", action="store_true", help="fail if the queue does not exist (guards typos)")
-    work.add_argument("--concurrency", "-c", type=int, default=10, help="handlers at once per process (default 10)")
+    work.add_argument(
+        "--concurrency",
+        "-c",
+        type=int,
+        default=WORKER_CONCURRENCY,
+        help=f"handlers at once per process (default {WORKER_CONCURRENCY})",
+    )
     work.add_argument("--processes", "-p", type=int, default=1, help="worker processes to supervise (default 1)")
-    work.add_argument("--retry-policy", "--retry", default="default", choices=retry_policy_names(),
+    work.add_argument("--retry-policy", "--retry", default="default", choices=RETRY_POLICY_NAMES,
                       help="delays between tries of a failed task (default %(default)s)")  # fmt: skip
     work.add_argument("--discard", action="append", default=[], metavar="STATE",
                       help="delete tasks that end in this state instead of keeping them (repeatable)")  # fmt: skip
@@ -76,88 +87,56 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     """Run the ``worker`` command; returns the exit status."""
-    supervised = os.environ.get(SUPERVISOR_PID_ENV) is not None
-    signals = StopSignals(grace=args.shutdown_grace, supervised=supervised)
-    signals.install()  # first of all: a signal while the router module is imported exits at once
     child = os.environ.get(CHILD_INDEX_ENV)
     index = int(child) if child is not None and child.isdigit() else None
     _configure_logging(args.log_level, index)
-    sys.path.insert(0, os.path.abspath(args.app_dir))
-    try:
-        if args.processes < 1:
-            raise ConfigurationError(f"--processes must be at least 1, not {args.processes}")
-        options = connect_options(args, index or 0)
-        new_loop = loop_factory(args.loop)
-        check_router(args.router)  # fail here, before connecting or starting processes
-    except ConfigurationError as exc:
-        return _usage_error(exc)
     if args.processes > 1 and index is None:
-        return supervise(args.processes, [sys.executable, "-m", "asyncjobs", *argv])
-    try:
-        return run_loop(_work(args.router, options, args.until_idle, signals), signals, new_loop=new_loop)
-    except ConfigurationError as exc:
-        return _usage_error(exc)
-    except AsyncJobsError as exc:
-        log.error("worker failed: %s", exc)
-        return EXIT_FAILED
+        return _supervise(args, argv)
+    # Only a process that runs a worker imports it: a supervisor never does.
+    from asyncjobs.cli import running
+
+    return running.run(args, index)
 
 
-def connect_options(args: argparse.Namespace, index: int) -> dict[str, Any]:
-    """The :func:`asyncjobs.connect` options the arguments ask for (process ``index`` of a supervised set).
+def _supervise(args: argparse.Namespace, argv: list[str]) -> int:
+    checking: int | None = None
 
-    Raises:
-        ConfigurationError: an argument is invalid.
-    """
-    queue = Queue(args.queue, no_create=True) if args.no_create else args.queue
-    options: dict[str, Any] = {
-        **connection_options(args),
-        "queue": queue,
-        "concurrency": args.concurrency,
-        "retry_policy": args.retry_policy,
-        "discard": args.discard,
-        "shutdown_grace": args.shutdown_grace,
-        "replicas": args.replicas,
-        "verification_key_file": args.verification_key_file,
-        "signatures_optional": args.signatures_optional,
-    }
-    if args.metrics_port is not None:
-        port = args.metrics_port + index if args.metrics_port else 0
-        options.update(prometheus_port=port, prometheus_address=args.metrics_address)
-    return options
+    def stop_at_once(signum: int, _frame: FrameType | None) -> None:
+        log.warning("received %s before the worker started: exiting", signal.Signals(signum).name)
+        if checking is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(checking, signal.SIGKILL)
+        exit_now(0)
 
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, stop_at_once)  # until the supervisor takes over: nothing is running yet
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # an ignored SIGCHLD (inherited) would leave no exit to wait for
+    # The arguments and the router are checked before any worker starts, in a child process of this one, so that
+    # the supervisor never holds what that imports.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    checking = os.fork()
+    if checking == 0:
+        status = EXIT_FAILED
+        try:
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, signal.SIG_DFL)
+            from asyncjobs.cli import running
 
-async def _work(router: str, options: dict[str, Any], until_idle: bool, signals: StopSignals) -> int:
-    watcher = None
-    parent = os.environ.get(SUPERVISOR_PID_ENV)
-    if parent is not None and parent.isdigit():
-        watcher = asyncio.create_task(_watch_parent(int(parent), signals.stop))
-    try:
-        status = await run_worker_async(
-            router, until_idle=until_idle, handle_signals=False, stop=signals.stop, hurry=signals.hurry, **options
-        )
-        return status if signals.hurried_by is None else 128 + signals.hurried_by
-    finally:
-        if watcher is not None:
-            watcher.cancel()
-
-
-async def _watch_parent(pid: int, stop: asyncio.Event) -> None:
-    # A supervised worker outlives a supervisor killed with SIGKILL: it stops cleanly instead of running orphaned.
-    while os.getppid() == pid:  # noqa: ASYNC110 - no event tells of a parent's death; polling getppid is the way
-        await asyncio.sleep(PARENT_CHECK_INTERVAL_S)
-    log.warning("the supervisor (pid %d) is gone: stopping", pid)
-    stop.set()
+            status = running.check(args)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            exit_now(status)  # never back into the parent's code
+    status = os.waitstatus_to_exitcode(os.waitpid(checking, 0)[1])
+    checking = None
+    if status < 0:
+        log.error("checking the arguments and the router failed: killed by %s", signal.Signals(-status).name)
+    if status != 0:
+        return status if status in (EXIT_FAILED, EXIT_USAGE) else EXIT_FAILED
+    return supervise(args.processes, [sys.executable, "-m", "asyncjobs", *argv])
 
 
 def _configure_logging(level: str, index: int | None) -> None:
     fmt = LOG_FORMAT if index is None else LOG_FORMAT.replace("%(name)s", f"%(name)s/worker-{index}")
     logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr)
-
-
-def _usage_error(exc: ConfigurationError) -> int:
-    cause = exc.__cause__
-    if cause is not None and not isinstance(cause, ModuleNotFoundError | AsyncJobsError):
-        # An exception raised while importing the user's module: its traceback is what they need.
-        traceback.print_exception(cause, file=sys.stderr)
-    print(f"asyncjobs worker: error: {exc}", file=sys.stderr)
-    return EXIT_USAGE

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -150,6 +151,24 @@ async def test_run_worker_async_stops_on_its_event(nats_url: str, make_client: C
     await wait_state(client, task.id, asyncjobs.TaskState.COMPLETED)
     stop.set()
     assert await asyncio.wait_for(running, 10) == 0
+
+
+@pytest.mark.parametrize(("options", "expected"), [({}, 50), ({"concurrency": 7}, 7)])
+async def test_run_worker_defaults_to_50_handlers(
+    options: dict[str, Any], expected: int, nats_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="asyncjobs")
+    router = asyncjobs.Router()
+
+    @router.handler("x")
+    async def handle(task: asyncjobs.Task) -> None:
+        return None
+
+    settings = {"queue": f"RUNDEFAULT{expected}", "until_idle": True, "handle_signals": False, **options}
+    running = asyncjobs.run_worker_async(router, nats_url, **settings)
+    done = await asyncio.wait_for(running, 20)
+    assert done == 0
+    assert any(f"{expected} concurrent handlers" in record.getMessage() for record in caplog.records)
 
 
 async def test_run_worker_until_idle_in_a_thread(nats_url: str, make_client: ClientFactory) -> None:

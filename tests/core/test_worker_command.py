@@ -100,6 +100,18 @@ async def test_until_idle_processes_everything_and_exits_0(
     assert "worker started: queue CMDIDLE, 5 concurrent handlers, task types" in command.output
 
 
+async def test_the_command_runs_50_handlers_per_process_by_default(
+    nats_url: str, make_client: ClientFactory, commands: list[Command]
+) -> None:
+    # A dedicated worker process is sized for throughput; connect() keeps upstream's 10 (docs/deploying.md, Sizing).
+    client = await make_client(queue="CMDDEFAULT")
+    assert client.options.concurrency == 10
+    await client.enqueue(asyncjobs.Task("cmd:echo", {"n": 1}))
+    command = await start(commands, *worker_args(nats_url, "CMDDEFAULT", "--until-idle"))
+    assert await command.wait() == 0, command.output
+    assert "worker started: queue CMDDEFAULT, 50 concurrent handlers, task types" in command.output
+
+
 @pytest.mark.parametrize(
     "router",
     ["cmd_app:make_router", "cmd_app:make_router_async"],
