@@ -58,7 +58,9 @@ def worker(args: argparse.Namespace) -> int:
     command += ["--app-dir", str(common.HERE), "--log-level", "warning"]
     if args.concurrency:
         command += ["--concurrency", str(args.concurrency)]
-    return common.supervise([command], concurrency=args.concurrency or 10)
+    from asyncjobs.constants import WORKER_CONCURRENCY
+
+    return common.supervise([command], concurrency=args.concurrency or WORKER_CONCURRENCY)
 
 
 def main() -> int:
