@@ -210,10 +210,14 @@ PEERS_END: Final = "<!-- peers-bench:end -->"
 SIZING_BEGIN: Final = "<!-- sizing-bench:begin -->"
 SIZING_END: Final = "<!-- sizing-bench:end -->"
 """The markers of the Sizing section, which ``bench/sizing.py`` writes and this report keeps."""
+PROFILE_BEGIN: Final = "<!-- profile:begin -->"
+PROFILE_END: Final = "<!-- profile:end -->"
+"""The markers of the hand-written "Where the time goes" section (a profile's reading), which this report keeps."""
 
 
 def _kept_sections(path: Path) -> list[str]:
-    """The Scheduler, Workflows, Peers and Sizing sections already in ``path``, with their markers, or nothing."""
+    """The Scheduler, Workflows, Peers, Sizing and profile sections already in ``path``, with their markers, or
+    nothing."""
     try:
         text = path.read_text()
     except OSError:
@@ -224,6 +228,7 @@ def _kept_sections(path: Path) -> list[str]:
         (WORKFLOWS_BEGIN, WORKFLOWS_END),
         (PEERS_BEGIN, PEERS_END),
         (SIZING_BEGIN, SIZING_END),
+        (PROFILE_BEGIN, PROFILE_END),
     )
     for begin, end in sections:
         start, stop = text.find(begin), text.find(end)
