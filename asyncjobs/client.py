@@ -222,13 +222,13 @@ class Client:
         """Run ``work`` to its end even if the caller is cancelled (a half-done enqueue is never left behind)."""
         job = asyncio.ensure_future(work)
         self._enqueues.add(job)
-        job.add_done_callback(self._enqueue_done)
-        return await asyncio.shield(job)
-
-    def _enqueue_done(self, job: asyncio.Future[Any]) -> None:
-        self._enqueues.discard(job)
-        if not job.cancelled() and job.exception() is not None:
-            log.debug("an enqueue finished with %r", job.exception())
+        job.add_done_callback(self._enqueues.discard)
+        try:
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            # Nobody will see how it ends: say it in the log if it fails.
+            job.add_done_callback(_report_abandoned)
+            raise
 
     async def get_task(self, task_id: str) -> Task:
         """Load a task by id (verifying its signature when a verification key is set).
@@ -417,3 +417,9 @@ class Client:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close()
+
+
+def _report_abandoned(job: asyncio.Future[Any]) -> None:
+    """An enqueue whose caller was cancelled ran on to its end; log its failure, which no caller receives."""
+    if not job.cancelled() and job.exception() is not None:
+        log.warning("an enqueue whose caller was cancelled failed: %s", job.exception())

@@ -48,6 +48,28 @@ async def test_cancelled_enqueue_still_completes(make_client: ClientFactory) -> 
     await eventually(lambda: _all_stored_withqueued_items(client, tasks), message="every cancelled enqueue finished")
 
 
+async def test_a_cancelled_enqueue_that_fails_says_so_in_the_log(
+    make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The caller is gone, so the log is the only place its failure can show.
+    client = await make_client(queue="CANCELFAIL")
+    await client.admin.delete_queue("CANCELFAIL")
+    call = asyncio.create_task(client.enqueue(asyncjobs.Task("x")))
+    await asyncio.sleep(0)  # the call has started
+    call.cancel()
+    await asyncio.gather(call, return_exceptions=True)
+    assert call.cancelled()
+
+    def reported() -> bool:
+        return any(
+            "an enqueue whose caller was cancelled failed" in r.getMessage() and "not found" in r.getMessage()
+            for r in caplog.records
+            if r.levelname == "WARNING"
+        )
+
+    await eventually(reported, message="the failure logged at WARNING")
+
+
 async def _all_stored_withqueued_items(client: asyncjobs.Client, tasks: list[asyncjobs.Task]) -> bool:
     for task in tasks:
         try:
