@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from asyncjobs.constants import WORKER_CONCURRENCY
+
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.skipif(
@@ -38,5 +40,5 @@ def test_quick_run_of_the_asyncjobs_adapter(tmp_path: Path) -> None:
         assert figures[key][0] > 0, key
     p50, p99 = figures["lat_p50"][0], figures["lat_p99"][0]
     assert 0 < p50 <= p99
-    assert system["default_concurrency"] == "10"
+    assert system["default_concurrency"] == str(WORKER_CONCURRENCY)
     assert "| drain, default concurrency, tasks/s |" in done.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import UTC, datetime
 
@@ -82,3 +83,35 @@ def test_malformed_ids_are_rejected(value: str, reason: str) -> None:
 def test_times_outside_the_timestamp_range_are_rejected(now: float) -> None:
     with pytest.raises(ConfigurationError, match="cannot make a KSUID"):
         new_ksuid(now=now)
+
+
+@pytest.mark.parametrize("now", [1_400_000_000, 1_784_710_800, 5_694_967_295])
+def test_fast_ids_are_valid_unique_and_of_their_second(now: float) -> None:
+    ids = [new_ksuid(now=now, secure=False) for _ in range(5000)]
+    assert len(set(ids)) == len(ids)
+    assert all(_KSUID_RE.fullmatch(value) for value in ids)
+    assert {ksuid_timestamp(value) for value in ids} == {datetime.fromtimestamp(int(now), UTC)}
+
+
+def test_fast_ids_start_afresh_each_second_and_sort_by_time() -> None:
+    first = [new_ksuid(now=1_784_710_800, secure=False) for _ in range(3)]
+    second = [new_ksuid(now=1_784_710_801, secure=False) for _ in range(3)]
+    assert first == sorted(first) and second == sorted(second)
+    assert max(first) < min(second)
+
+
+def test_a_forked_child_does_not_continue_its_parents_fast_ids() -> None:
+    parent = [new_ksuid(now=1_784_710_900, secure=False) for _ in range(2)]
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, to the parent
+        os.close(reader)
+        os.write(writer, new_ksuid(now=1_784_710_900, secure=False).encode())
+        os._exit(0)
+    os.close(writer)
+    child = os.read(reader, 64).decode()
+    os.close(reader)
+    os.waitpid(pid, 0)
+    ours = new_ksuid(now=1_784_710_900, secure=False)
+    assert ours[:18] == parent[0][:18]  # the parent carries on from its start
+    assert child != ours and child[:18] != parent[0][:18]  # the child drew a random start of its own

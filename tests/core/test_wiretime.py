@@ -205,3 +205,43 @@ def test_to_ns_rejects(value: object, reason: str) -> None:
 @pytest.mark.parametrize(("ns", "seconds"), [(0, 0.0), (1_500_000_000, 1.5), (1, 1e-9), (-2_000_000_000, -2.0)])
 def test_ns_to_seconds(ns: int, seconds: float) -> None:
     assert ns_to_seconds(ns) == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "unix_ns"),
+    [
+        ("2026-07-22T09:00:00Z", 1_784_710_800_000_000_000),
+        ("2026-07-22T09:00:00.5Z", 1_784_710_800_500_000_000),
+        ("2026-07-22T09:00:00.123456789Z", 1_784_710_800_123_456_789),
+        ("2026-07-22T09:00:00.1234567891234Z", 1_784_710_800_123_456_789),
+        ("2026-07-22T09:00:00.000000001Z", 1_784_710_800_000_000_001),
+    ],
+)
+def test_times_of_a_second_seen_before_parse_the_same(text: str, unix_ns: int) -> None:
+    # The second parse of a second takes the fast path: same result as the first.
+    parse_time("2026-07-22T09:00:00.7Z")
+    assert parse_time(text) == WireTime(unix_ns, 0)
+    assert parse_time(text) == WireTime(unix_ns, 0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-07-22T09:00:00.Z",
+        "2026-07-22T09:00:00.12a3Z",
+        "2026-07-22T09:00:00.\uff11\uff12Z",  # non-ASCII (fullwidth) digits
+        "2026-07-22T09:00:00",
+        "2026-07-22T09:00:00.5",
+        "2026-07-22T09:00:00Zjunk",
+        "2026-07-22T09:00:00.5Zjunk",
+    ],
+)
+def test_a_bad_tail_after_a_second_seen_before_is_refused(text: str) -> None:
+    parse_time("2026-07-22T09:00:00.7Z")
+    with pytest.raises(ConfigurationError, match="invalid time"):
+        parse_time(text)
+
+
+def test_an_offset_after_a_second_seen_before_keeps_its_offset() -> None:
+    parse_time("2026-07-22T09:00:00.7Z")
+    assert parse_time("2026-07-22T09:00:00.5+02:00") == WireTime(1_784_710_800_500_000_000 - 7_200_000_000_000, 7200)
