@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 from nats.aio.msg import Msg
 
 from asyncjobs import codec
+from asyncjobs.concluding import Concluding
 from asyncjobs.constants import ACK, BLOCKED_NAK_DELAY_NS, ERR_DEPENDENCIES_FAILED, HDR_AJ_PIPELINED, TERM
 from asyncjobs.delivery import ACK_TIMEOUT_S, delivery_count, nak, orphan_delay_ns
 from asyncjobs.errors import (
@@ -33,7 +34,7 @@ from asyncjobs.errors import (
 )
 from asyncjobs.handling import HandlerRunner
 from asyncjobs.metrics import METRICS
-from asyncjobs.puller import Puller
+from asyncjobs.puller import WAITED_KEEP_ALIVE_S, Puller, prefetch_for
 from asyncjobs.retry import RETRY_LINEAR_TEN_SECONDS, RetryPolicy
 from asyncjobs.settle import HandBack, Settler, past_deadline, tries_used_up
 from asyncjobs.task import FAILED_STATES, Task, TaskState
@@ -52,21 +53,6 @@ _WAITING_STATES: Final = frozenset({TaskState.NEW, TaskState.RETRY, TaskState.BL
 _DONE_STATES: Final = frozenset(
     {TaskState.COMPLETED, TaskState.EXPIRED, TaskState.TERMINATED, TaskState.UNREACHABLE, TaskState.QUEUE_ERROR}
 )
-PREFETCH_SHARE: Final = 10
-"""Items pulled ahead of the free slots: one for every this many slots (none below that many)."""
-WAITED_KEEP_ALIVE_S: Final = 1.0
-"""A prefetched item that waited this long for a slot gets a ``+WPI`` as its handler starts."""
-
-
-def prefetch_for(concurrency: int) -> int:
-    """How many items a worker with ``concurrency`` slots keeps pulled ahead of its free slots.
-
-    A slot that frees up takes a prefetched item at once instead of waiting a round trip for the next one. The
-    prefetch is small because a prefetched item waits in this worker while another worker might run it; a worker
-    with fewer than ``PREFETCH_SHARE`` slots (long tasks, typically) prefetches nothing. On stopping, prefetched
-    items are handed straight back.
-    """
-    return concurrency // PREFETCH_SHARE
 
 
 class Worker:
@@ -114,8 +100,8 @@ class Worker:
         self.stopping = False
         self.running: dict[str, InProcess] = {}
         """Deliveries this worker is processing now (from activation to settling), by task id."""
-        self.settling: set[asyncio.Task[None]] = set()
-        """Outcomes being stored and acked off their slots (:meth:`conclude`)."""
+        self.settling = Concluding(self)
+        """Outcomes being stored and acked off their slots."""
         self.upkeep = Upkeep(self)
         self.settler = Settler(storage, queue)
         self.handlers = HandlerRunner(self, router, retry_policy)
@@ -206,10 +192,7 @@ class Worker:
             await asyncio.wait(self.slots, timeout=ACK_TIMEOUT_S * 2)
             # Outcomes being stored are not handler code: they get the same short while to finish. One cut off
             # leaves its task active with its item unacked, which the gates settle on the item's next delivery.
-            if self.settling:
-                await asyncio.wait(set(self.settling), timeout=ACK_TIMEOUT_S * 2)
-                for settling in self.settling:
-                    settling.cancel()
+            await self.settling.finish(ACK_TIMEOUT_S * 2)
 
     def _recovered(self) -> None:
         # The consumer answers again: resend acks its new leader may have missed, and look for lost deliveries.
@@ -237,14 +220,14 @@ class Worker:
             except asyncio.CancelledError:
                 if me.cancelling():
                     # Stopped before its handler started (loading, gates, activation): straight back to the queue.
-                    await self._hand_back(msg, nak(0))
+                    await self.hand_back(msg, nak(0))
                     raise
                 # Not ours: something inside the processing raised it. Keep the slot; hand the item back.
                 log.error("queue %s: a stray cancellation while processing an item; handing it back", self.queue.name)
-                await self._hand_back(msg)
+                await self.hand_back(msg)
             except Exception:
                 log.exception("queue %s: unexpected error processing an item; handing it back", self.queue.name)
-                await self._hand_back(msg)
+                await self.hand_back(msg)
             finally:
                 self.busy -= 1
                 if not self.busy and not self.settling:
@@ -304,52 +287,11 @@ class Worker:
             if self.running.get(task.id) is entry and not entry.concluding:
                 del self.running[task.id]
         if entry.dropped_duplicate and not entry.concluding:
-            await self._restore_item(task.id)
+            await self.restore_item(task.id)
 
     async def conclude(self, task: Task, settling: Coroutine[Any, Any, None]) -> None:
-        """Settle a delivery whose handler has finished (``settling`` stores its outcome and acks its item).
-
-        The settling runs off the slot, so the slot takes its next item while the outcome is stored: a slot is held
-        by a handler, not by round trips to the server. At most ``concurrency`` settle at once in the background;
-        beyond that (the store is slow or unavailable), and while the worker stops, the slot settles itself.
-        """
-        entry = self.running.get(task.id)
-        if entry is None or entry.task is not task or self.stopping or len(self.settling) >= self.puller.slots:
-            await settling
-            return
-        entry.concluding = True
-        concluding = asyncio.get_running_loop().create_task(self._concluding(entry, settling))
-        self.settling.add(concluding)
-        concluding.add_done_callback(self._settled)
-
-    async def _concluding(self, entry: InProcess, settling: Coroutine[Any, Any, None]) -> None:
-        task_id = entry.task.id
-        try:
-            await settling
-        except asyncio.CancelledError:
-            # Cut off while stopping (the store answered too slowly): the outcome may be lost, so the item goes back
-            # at once rather than after its ack wait.
-            log.warning(
-                "queue %s: stopped before the outcome of task %s was stored; handing it back", self.queue.name, task_id
-            )
-            await self._hand_back(entry.msg, nak(0))
-            raise
-        except Exception:
-            log.exception("queue %s: unexpected error settling task %s; handing it back", self.queue.name, task_id)
-            await self._hand_back(entry.msg)
-        finally:
-            if self.running.get(task_id) is entry:
-                del self.running[task_id]
-        if entry.dropped_duplicate:
-            await self._restore_item(task_id)
-
-    def _settled(self, concluding: asyncio.Task[None]) -> None:
-        self.settling.discard(concluding)
-        error = None if concluding.cancelled() else concluding.exception()
-        if error is not None:
-            log.error("queue %s: settling an outcome failed", self.queue.name, exc_info=error)
-        if not self.busy and not self.settling:
-            self.idle.set()
+        """Settle a delivery whose handler has finished, off its slot when it can (:meth:`Concluding.conclude`)."""
+        await self.settling.conclude(task, settling)
 
     def _why_again(self, running: InProcess) -> str:
         limit_s = self.max_run_time_ns / NS_PER_SECOND
@@ -363,7 +305,7 @@ class Worker:
             "code, and task.mark_in_progress() or a longer max_run_time for long work)"
         )
 
-    async def _restore_item(self, task_id: str) -> None:
+    async def restore_item(self, task_id: str) -> None:
         """After a duplicate delivery was dropped: a task left waiting (handed back, or retried by someone) must still
         have an item, since the dropped one may have been the only one."""
         try:
@@ -377,7 +319,7 @@ class Worker:
             return
         await self.settler.requeue(task_id, f"it is {stored.state.value} and a duplicate delivery of it was dropped")
 
-    async def _hand_back(self, msg: Msg, body: bytes | None = None) -> None:
+    async def hand_back(self, msg: Msg, body: bytes | None = None) -> None:
         """Hand back an item whose processing broke off (a bug, a cancellation): never a dead item."""
         delivered = delivery_count(msg.reply)
         body = self._later(delivered) if body is None else body

@@ -49,8 +49,8 @@ class StopSignals:
         for signum in STOP_SIGNALS:
             signal.signal(signum, self._on_stop)
         if self.supervised:
-            signal.signal(GRACEFUL_SIGNAL, lambda _signum, _frame: self._set(self.stop))
-            signal.signal(HURRY_SIGNAL, lambda _signum, _frame: self._hurry())
+            signal.signal(GRACEFUL_SIGNAL, self._on_supervisor)
+            signal.signal(HURRY_SIGNAL, self._on_supervisor)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """From now on signals stop the worker running on ``loop`` instead of exiting at once."""
@@ -79,6 +79,16 @@ class StopSignals:
         else:
             log.error("received %s a third time: exiting without handing back; the reconciler recovers the tasks", name)
             exit_now(128 + signum)
+
+    def _on_supervisor(self, signum: int, _frame: Any) -> None:
+        if self._loop is None:
+            # Still starting (importing the router): no task taken yet, and no loop to hand the stop to.
+            log.info("asked to stop by the supervisor before the worker started: exiting")
+            exit_now(0)
+        if signum == HURRY_SIGNAL:
+            self._hurry()
+        else:
+            self._set(self.stop)
 
     def _hurry(self) -> None:
         self._set(self.stop)

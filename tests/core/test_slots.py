@@ -10,10 +10,11 @@ import pytest
 
 import asyncjobs
 from asyncjobs import TaskState
+from asyncjobs.puller import prefetch_for
 from asyncjobs.settle import Settler
 from asyncjobs.task import Task
 from asyncjobs.testing import eventually
-from asyncjobs.worker import Worker, prefetch_for
+from asyncjobs.worker import Worker
 from tests.core.conftest import ClientFactory, recording_router, running, wait_state
 
 
@@ -126,12 +127,8 @@ async def test_settling_is_bounded_by_the_concurrency(
 
     monkeypatch.setattr(Worker, "conclude", conclude)
     client = await make_client(queue="BOUND", concurrency=2)
-    router = asyncjobs.Router()
     ran: list[str] = []
-
-    @router.handler("x")
-    async def handle(task: asyncjobs.Task) -> None:
-        ran.append(task.id)
+    router = recording_router(ran)
 
     tasks = [asyncjobs.Task("x") for _ in range(8)]
     await client.enqueue_many(tasks)
@@ -151,12 +148,8 @@ async def test_stopping_waits_for_outcomes_being_stored(
 ) -> None:
     gate, stored = slow_settle
     client = await make_client(queue="STOPSET", concurrency=4)
-    router = asyncjobs.Router()
     ran: list[str] = []
-
-    @router.handler("x")
-    async def handle(task: asyncjobs.Task) -> None:
-        ran.append(task.id)
+    router = recording_router(ran)
 
     task = await client.enqueue(asyncjobs.Task("x"))
     worker = asyncio.create_task(client.run(router))
@@ -176,12 +169,8 @@ async def test_an_outcome_cut_off_by_the_stop_is_handed_back_with_a_warning(
 ) -> None:
     gate, stored = slow_settle  # the store does not answer until the first worker has stopped
     client = await make_client(queue=asyncjobs.Queue("CUT", max_run_time=3), shutdown_grace=0.2)
-    router = asyncjobs.Router()
     ran: list[str] = []
-
-    @router.handler("x")
-    async def handle(task: asyncjobs.Task) -> None:
-        ran.append(task.id)
+    router = recording_router(ran)
 
     task = await client.enqueue(asyncjobs.Task("x"))
     worker = asyncio.create_task(client.run(router))

@@ -294,6 +294,24 @@ async def test_a_second_signal_to_the_supervisor_hurries_its_workers(
     assert (await client.get_task(task.id)).state == asyncjobs.TaskState.RETRY
 
 
+async def test_stop_signals_reach_supervised_workers_that_are_still_starting(
+    nats_url: str, commands: list[Command], tmp_path: Path
+) -> None:
+    # The supervisor's own stop signals reach a worker importing its router (before its event loop runs): it has
+    # taken no task yet, so it exits at once rather than losing the signal and running on.
+    marker = tmp_path / "importing"
+    args = ["worker", "slow_worker_import_app:router", "--app-dir", str(APPS), "--server", nats_url]
+    args += ["--queue", "CMDEARLY", "--processes", "2"]
+    command = await Command(*args, env={"SLOW_IMPORT_MARKER": str(marker)}).start()
+    commands.append(command)
+    for index in (0, 1):
+        await eventually(lambda i=index: Path(f"{marker}{i}").exists() or None, timeout=COMMAND_TIMEOUT_S)
+    command.signal(signal.SIGINT)
+    await command.wait_line("supervisor received SIGINT")
+    command.signal(signal.SIGINT)
+    assert await command.wait(timeout=15) == 128 + signal.SIGINT, command.output
+
+
 async def test_a_handler_that_ignores_cancellation_does_not_keep_the_worker_alive(
     nats_url: str, make_client: ClientFactory, commands: list[Command]
 ) -> None:
