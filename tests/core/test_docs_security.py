@@ -427,6 +427,17 @@ async def test_tls_and_mutual_tls(
     assert not _violations(server)
 
 
+async def _answers(url: str, subject: str, login: dict[str, str]) -> bool:
+    nc = await nats.connect(url, **login)
+    try:
+        await nc.request(subject, b"", timeout=1)
+    except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+        return False
+    finally:
+        await nc.close()
+    return True
+
+
 def _leafnode_port(hub: NatsServer) -> int | None:
     for line in hub.log_tail:
         found = re.search(r"Listening for leafnode connections on \S+:(\d+)", line)
@@ -457,6 +468,11 @@ async def test_leaf_node_client_uses_the_hub_domain(tmp_path: Path, certs: Path,
                 message="the leaf node's link to the hub",
             )
             login = {"user": "aj-edge", "password": passwords["AJ_EDGE_PASSWORD"]}
+            # The link is up before the hub's JetStream API is reachable through it (interest still propagating).
+            await eventually(
+                lambda: _answers(leaf.url, f"{documented_prefix[1]}.INFO", login),
+                message="the hub's JetStream API answering through the leaf node",
+            )
             async with await asyncjobs.connect(
                 leaf.url, api_prefix=documented_prefix[1], queue="EMAIL", **login
             ) as client:
