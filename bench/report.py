@@ -259,3 +259,15 @@ def write_markdown(path: Path, results: Results, machine: Machine, settings: Set
         *kept,
     ]
     path.write_text("\n".join(lines) + ("\n" if kept else ""))
+
+
+def write_section(path: Path, section: str, begin: str, end: str) -> None:
+    """Put ``section`` between the markers ``begin`` and ``end`` in ``path`` (appended with them the first time)."""
+    text = path.read_text() if path.exists() else "# Performance\n"
+    block = f"{begin}\n{section}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)

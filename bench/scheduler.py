@@ -48,6 +48,7 @@ from bench.common import PIPELINE_WINDOW, TASK_TYPE
 from bench.raw import RAW_STREAM, RAW_SUBJECT, publish_many
 from bench.report import SCHEDULER_BEGIN as BEGIN
 from bench.report import SCHEDULER_END as END
+from bench.report import write_section
 from bench.sched_common import (
     NS_PER_MS,
     QUEUE,
@@ -305,18 +306,6 @@ def markdown(report: Report, args: argparse.Namespace, seconds: float) -> str:
     return "\n".join(lines)
 
 
-def write_docs(path: Path, section: str) -> None:
-    """Put ``section`` between the markers in ``path`` (appended with the markers the first time)."""
-    text = path.read_text() if path.exists() else "# Performance\n"
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.scheduler", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--same-minute", type=int, default=1000, help="schedules due on one minute (%(default)s)")
@@ -371,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown is not None:
         args.markdown.write_text(section + "\n")
     if args.write_docs:
-        write_docs(DOCS, section)
+        write_section(DOCS, section, BEGIN, END)
         print(f"\nwrote the Scheduler section of {DOCS}")
     return 0 if all("MISSED" not in line for line in verdicts(report)) else 1
 

@@ -40,9 +40,9 @@ import asyncjobs
 from asyncjobs.constants import JS_API_PREFIX
 from asyncjobs.queue import MAX_CONCURRENT_LIMIT
 from asyncjobs.server import NatsServer
-from bench.report import SIZING_BEGIN, SIZING_END, Machine
+from bench.report import SIZING_BEGIN, SIZING_END, Machine, write_section
 from bench.sizing_app import CPU_MS_ENV, DEFAULT_CPU_MS, DEFAULT_IO_MS, IO_MS_ENV
-from bench.sizing_report import Cell, Outcome, Plan, console_table, section, write_section
+from bench.sizing_report import Cell, Outcome, Plan, console_table, section
 
 log = logging.getLogger("bench.sizing")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Final
 
 from bench.report import Machine
@@ -307,15 +306,3 @@ def console_table(outcomes: list[Outcome]) -> str:
             f"{o.startup_s:.2f} | {o.rate:.0f} |"
         )
     return "\n".join(lines)
-
-
-def write_section(path: Path, text: str, begin: str, end: str) -> None:
-    """Put ``text`` between the markers ``begin`` and ``end`` in ``path`` (appended with them the first time)."""
-    current = path.read_text() if path.exists() else "# Performance\n"
-    block = f"{begin}\n{text}\n{end}"
-    if begin in current and end in current:
-        head, rest = current.split(begin, 1)
-        current = head + block + rest.split(end, 1)[1]
-    else:
-        current = current.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(current)

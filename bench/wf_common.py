@@ -146,18 +146,6 @@ async def completed_ns(client: asyncjobs.Client, task_ids: list[str]) -> dict[st
 # ---- report and profile -----------------------------------------------------------------------------------------
 
 
-def write_section(path: Path, section: str, begin: str, end: str) -> None:
-    """Put ``section`` between the markers ``begin`` and ``end`` in ``path`` (appended with them the first time)."""
-    text = path.read_text() if path.exists() else "# Performance\n"
-    block = f"{begin}\n{section}\n{end}"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
-
-
 @contextlib.contextmanager
 def profiled(path: Path | None, suffix: str) -> Iterator[None]:
     """cProfile the block (this process: the releaser, the submitter) into ``<path>-<suffix>``, when asked to."""

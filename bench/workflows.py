@@ -57,7 +57,7 @@ from asyncjobs_workflows.record import step_task_id
 from bench.common import percentile
 from bench.report import WORKFLOWS_BEGIN as BEGIN
 from bench.report import WORKFLOWS_END as END
-from bench.report import Machine
+from bench.report import Machine, write_section
 from bench.wf_common import (
     QUEUE,
     STEP_TIMEOUT_S,
@@ -72,7 +72,6 @@ from bench.wf_common import (
     ms,
     profiled,
     stored_ns,
-    write_section,
 )
 from bench.wf_trace import Finished, Spans, raw_hops
 

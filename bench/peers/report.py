@@ -16,7 +16,7 @@ from bench.peers import env
 from bench.peers.env import EnvError
 from bench.report import PEERS_BEGIN as BEGIN
 from bench.report import PEERS_END as END
-from bench.report import Machine
+from bench.report import Machine, write_section
 
 DOCS: Final = env.ROOT / "docs" / "performance.md"
 PLOT: Final = env.ROOT / "docs" / "peers-throughput.png"
@@ -248,18 +248,6 @@ def section(results: Results, plot: Path | None) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Put ``text`` between the markers in ``path`` (appended with the markers the first time)."""
-    doc = path.read_text() if path.exists() else "# Performance\n"
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in doc and END in doc:
-        head, rest = doc.split(BEGIN, 1)
-        doc = head + block + rest.split(END, 1)[1]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(doc)
-
-
 def plot(results: Results, python: Path, out: Path) -> None:
     """Draw the sweep to ``out`` with ``bench/peers/plot.py`` run by ``python`` (a virtualenv with matplotlib).
 
@@ -289,7 +277,7 @@ def write_docs(results: Results, with_plot: bool) -> None:
             shown = PLOT
         except (EnvError, RuntimeError, OSError) as exc:
             print(f"no plot: {exc}", file=sys.stderr)
-    write_section(DOCS, section(results, shown))
+    write_section(DOCS, section(results, shown), BEGIN, END)
     print(f"\nwrote {DOCS}" + (f" and {shown}" if shown else ""))
 
 

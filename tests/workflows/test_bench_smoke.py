@@ -12,8 +12,8 @@ import pytest
 
 from asyncjobs_workflows.constants import MAX_PARENTS
 from bench import workflows
-from bench.report import WORKFLOWS_BEGIN, WORKFLOWS_END
-from bench.wf_common import fan_out_in, write_section
+from bench.report import WORKFLOWS_BEGIN, WORKFLOWS_END, write_section
+from bench.wf_common import fan_out_in
 
 FIGURES = (
     "ref_rtt",
