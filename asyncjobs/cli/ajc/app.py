@@ -1,0 +1,96 @@
+"""The ``ajc`` command tree: upstream's commands, names, aliases and flags, plus workflows and a development server.
+
+The core's groups live in modules beside this one; the scheduler's (``tasks cron``) and the workflows' commands are
+attached through the ``asyncjobs.ajc`` entry points. :func:`main` runs the tree.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, version
+from typing import Final
+
+import click
+
+from asyncjobs.cli.ajc.groups import AliasGroup
+from asyncjobs.cli.ajc.session import EXIT_FAILED, EXIT_USAGE, Session, connection_options, fail
+
+PLUGIN_GROUP: Final = "asyncjobs.ajc"
+"""Entry points that add commands: the name is where (``tasks.cron``), the value a click command or group. The
+scheduler and the workflows packages attach theirs this way, so the core never imports an extension."""
+
+
+def _version() -> str:
+    try:
+        return version("asyncjobs")
+    except PackageNotFoundError:  # pragma: no cover - running from a checkout that is not installed
+        return "unknown"
+
+
+@click.group(
+    cls=AliasGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    help="Choria Asynchronous Jobs: inspect and manage queues, tasks, schedules and workflows on NATS JetStream.",
+    epilog="Connection flags and --debug may also follow the command. Run `ajc COMMAND --help` for a command's flags.",
+)
+@click.version_option(_version(), "--version", prog_name="ajc", message="%(version)s")
+@connection_options(root=True)
+@click.pass_context
+def ajc(ctx: click.Context) -> None:
+    ctx.ensure_object(Session)
+
+
+def _attach() -> None:
+    # Imported here so that the command modules can import this one's helpers without a cycle.
+    from asyncjobs.cli.ajc.devserver import dev_server
+    from asyncjobs.cli.ajc.info import info
+    from asyncjobs.cli.ajc.process import process
+    from asyncjobs.cli.ajc.queues import queues
+    from asyncjobs.cli.ajc.tasks import tasks
+
+    tasks.add_command(process)
+    for command in (info, tasks, queues, dev_server):
+        ajc.add_command(command)
+    for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        _mount(entry)
+
+
+def _mount(entry: EntryPoint) -> None:
+    """Attach an extension's command at the path its entry point names (``tasks.cron`` is ``ajc tasks cron``)."""
+    *parents, name = entry.name.split(".")
+    group: click.Group = ajc
+    for parent in parents:
+        found = group.commands.get(parent)
+        if not isinstance(found, click.Group):
+            return  # a path this version does not have: the extension is newer than the core
+        group = found
+    try:
+        command = entry.load()
+    except ImportError as exc:  # the extension's own dependencies are not installed
+        command = _missing(name, entry.value.split(".", 1)[0].split(":", 1)[0], exc)
+    if isinstance(command, click.Command):
+        group.add_command(command, name)
+
+
+def _missing(name: str, package: str, exc: ImportError) -> click.Command:
+    extra = package.removeprefix("asyncjobs_")
+
+    @click.command(name, help=f"(needs the {extra} extra: pip install 'asyncjobs[{extra}]')",
+                   context_settings={"ignore_unknown_options": True, "allow_extra_args": True})  # fmt: skip
+    def unavailable() -> None:
+        fail(f"`{name}` needs {exc.name or package}, from the {extra} extra: pip install 'asyncjobs[{extra}]'",
+             status=EXIT_USAGE)  # fmt: skip
+
+    return unavailable
+
+
+_attach()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``ajc``; returns the exit status."""
+    try:
+        ajc.main(args=argv, prog_name="ajc", standalone_mode=True)
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else EXIT_FAILED)
+    return 0

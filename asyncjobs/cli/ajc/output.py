@@ -1,0 +1,234 @@
+"""What ``ajc`` prints: upstream's layouts (boxed tables, right-aligned ``key: value`` blocks), JSON, progress.
+
+Colour and progress bars appear only when stdout is a terminal; piped output is plain text (the tables keep their
+box lines) and never wraps, so ``grep`` and ``awk`` see whole rows. ``--json`` prints one JSON document, or one
+JSON line per item for streams (``tasks watch``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import click
+import orjson
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+KEY_WIDTH: Final = 21
+"""Keys of a ``key: value`` block are right-aligned to this width, as upstream's are."""
+PIPE_WIDTH: Final = 250
+"""Columns assumed when stdout is not a terminal: wide enough that no table row wraps."""
+TIME_FORMAT: Final = "%d %b %y %H:%M:%S UTC"
+"""Go's ``time.RFC822`` in UTC (``01 Dec 26 06:12:51 UTC``), which upstream's ``ajc`` prints."""
+
+STATE_STYLES: Final = {
+    "new": "cyan",
+    "active": "blue",
+    "retry": "yellow",
+    "complete": "green",
+    "expired": "red",
+    "terminated": "red",
+    "blocked": "magenta",
+    "unreachable": "red",
+    "queue_error": "red",
+    "running": "blue",
+    "pending": "dim",
+    "waiting": "dim",
+    "failed": "red",
+    "cancelled": "red",
+    "skipped": "dim",
+    "paused": "yellow",
+}
+"""Colours of task, step and run states on a terminal."""
+
+
+def _console(stream: Any) -> Console:
+    width = None if stream.isatty() else int(os.environ.get("COLUMNS", "0") or 0) or PIPE_WIDTH
+    return Console(file=stream, width=width, highlight=False, soft_wrap=False, emoji=False)
+
+
+class Output:
+    """Where a command prints: a rich console on stdout, one on stderr, and whether ``--json`` was asked for."""
+
+    def __init__(self, *, json: bool = False) -> None:
+        self.json = json
+        self.console = _console(sys.stdout)
+        self.err = _console(sys.stderr)
+
+    @property
+    def interactive(self) -> bool:
+        """Whether stdout is a terminal (colour, live views and progress bars)."""
+        return self.console.is_terminal
+
+    # ---- plain and JSON ---------------------------------------------------------------------------------------
+
+    def line(self, text: str = "", *, style: str | None = None) -> None:
+        """Print one line as it is (no markup)."""
+        self.console.print(Text(text, style=style or ""), overflow="ignore", crop=False)
+
+    def print_json(self, value: Any, *, lines: bool = False) -> None:
+        """Print a JSON document (indented), or one compact line with ``lines=True``."""
+        option = orjson.OPT_NON_STR_KEYS | (0 if lines else orjson.OPT_INDENT_2)
+        sys.stdout.write(orjson.dumps(value, option=option, default=str).decode() + "\n")
+        sys.stdout.flush()
+
+    def print_json_bytes(self, data: bytes) -> None:
+        """Print stored JSON bytes re-indented, keeping every key and value as stored."""
+        self.print_json(orjson.loads(data))
+
+    # ---- layouts ----------------------------------------------------------------------------------------------
+
+    def table(self, title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """A rounded, boxed table with a title, as upstream draws its lists."""
+        table = Table(title=title, box=box.ROUNDED, show_lines=False, title_style="bold" if self.interactive else "")
+        for header in headers:
+            table.add_column(header, overflow="fold" if self.interactive else "ignore", no_wrap=not self.interactive)
+        for row in rows:
+            table.add_row(*(cell if isinstance(cell, Text) else Text(str(cell)) for cell in row))
+        self.console.print(table)
+        self.console.print()
+
+    def block(self, title: str | None, rows: Sequence[tuple[str, Any]]) -> None:
+        """A heading line, a blank line, then ``key: value`` rows with the keys right-aligned (upstream's views)."""
+        if title is not None:
+            self.line(title)
+            self.line()
+        for key, value in rows:
+            text = Text(f"{key:>{KEY_WIDTH}}: ")
+            text.append(value if isinstance(value, Text) else Text(str(value)))
+            self.console.print(text, overflow="ignore", crop=False)
+
+    def state(self, state: str) -> Text:
+        """A state name, coloured on a terminal."""
+        return Text(state, style=STATE_STYLES.get(state, "") if self.interactive else "")
+
+    # ---- interaction ------------------------------------------------------------------------------------------
+
+    def confirm(self, question: str, *, force: bool) -> None:
+        """Ask before a destructive change unless ``force``; without a terminal to ask on, refuse.
+
+        Raises:
+            click.UsageError: there is no terminal to ask on and ``-f`` was not given.
+            click.Abort: the user said no.
+        """
+        if force:
+            return
+        if not sys.stdin.isatty():
+            raise click.UsageError(
+                f"{question[:1].lower()}{question[1:]}: not confirmed (no terminal to ask on): pass -f"
+            )
+        if not click.confirm(question, default=False):
+            raise click.Abort()
+
+    @contextlib.contextmanager
+    def progress(self, description: str, total: int | None) -> Iterator[ProgressBar]:
+        """A progress bar on a terminal (nothing when piped or with ``--json``); ``advance()`` it as work is done."""
+        enabled = self.interactive and not self.json
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.err if not self.console.is_terminal else self.console,
+            disable=not enabled,
+            transient=True,
+        )
+        with progress:
+            task = progress.add_task(description, total=total)
+            yield ProgressBar(progress, task)
+
+
+class ProgressBar:
+    """One bar of a :meth:`Output.progress`."""
+
+    def __init__(self, progress: Progress, task: Any) -> None:
+        self._progress = progress
+        self._task = task
+        self.done = 0
+
+    def advance(self, amount: int = 1) -> None:
+        """Count ``amount`` more units done."""
+        self.done += amount
+        self._progress.update(self._task, advance=amount)
+
+    def total(self, total: int | None) -> None:
+        """Change the total (when it becomes known)."""
+        self._progress.update(self._task, total=total)
+
+
+# ---- formatting, as upstream's ajc formats ------------------------------------------------------------------------
+
+
+def when(value: datetime | None) -> str:
+    """A time as upstream prints one (``01 Dec 26 06:12:51 UTC``); ``never`` for none."""
+    if value is None:
+        return "never"
+    return value.astimezone(UTC).strftime(TIME_FORMAT)
+
+
+def since(value: datetime, now: datetime | None = None) -> str:
+    """How long ago ``value`` was, upstream's way: ``0.10s`` under a minute, else a Go duration (``1h2m3s``)."""
+    seconds = ((now or datetime.now(UTC)) - value).total_seconds()
+    if abs(seconds) < 60:
+        return f"{seconds:.2f}s"
+    return go_duration(seconds)
+
+
+def when_since(value: datetime | None, now: datetime | None = None) -> str:
+    """``01 Dec 26 06:12:51 UTC (0.10s)``."""
+    if value is None:
+        return "never"
+    return f"{when(value)} ({since(value, now)})"
+
+
+def go_duration(seconds: float | timedelta | None) -> str:
+    """A duration as Go's ``time.Duration.String`` writes one: ``1h0m0s``, ``10m0s``, ``1.5s``, ``0s``."""
+    if seconds is None:
+        return "forever"
+    total = seconds.total_seconds() if isinstance(seconds, timedelta) else float(seconds)
+    if total == 0:
+        return "0s"
+    sign = "-" if total < 0 else ""
+    total = abs(total)
+    if total < 1:
+        ms = total * 1000
+        return f"{sign}{_trim(ms)}ms" if ms >= 1 else f"{sign}{_trim(ms * 1000)}µs"
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{_trim(secs)}s"
+    if hours or minutes:
+        text = f"{int(minutes)}m{text}"
+    if hours:
+        text = f"{int(hours)}h{text}"
+    return sign + text
+
+
+def _trim(value: float) -> str:
+    return f"{value:.9f}".rstrip("0").rstrip(".") or "0"
+
+
+def size(count: int) -> str:
+    """Bytes in IEC units as upstream prints them: ``0 B``, ``181 B``, ``1.5 KiB``, ``12 MiB``."""
+    if count < 1024:
+        return f"{count} B"
+    value = float(count)
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        value /= 1024
+        if value < 1024 or unit == "PiB":
+            return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def limit(value: int | None, *, unlimited: int | None = None) -> str:
+    """A count, or ``unlimited`` for ``None`` (and for ``unlimited`` when given, such as ``-1``)."""
+    if value is None or (unlimited is not None and value == unlimited):
+        return "unlimited"
+    return str(value)
