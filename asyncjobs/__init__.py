@@ -23,7 +23,7 @@ import typing as _typing
 from importlib import import_module as _import_module
 
 if _typing.TYPE_CHECKING:
-    from asyncjobs.admin import Admin, QueueInfo, TaskStoreInfo
+    from asyncjobs.admin import Admin
     from asyncjobs.client import Client
     from asyncjobs.codec import Event, LeaderElectedEvent, TaskStateEvent
     from asyncjobs.connecting import connect
@@ -74,6 +74,7 @@ if _typing.TYPE_CHECKING:
     from asyncjobs.router import Handler, Middleware, Router, chain
     from asyncjobs.runner import run_worker, run_worker_async
     from asyncjobs.staged import StagedTasks
+    from asyncjobs.storeinfo import BucketInfo, QueueInfo, TaskStoreInfo
     from asyncjobs.task import (
         DISCARDABLE_STATES,
         ENQUEUEABLE_STATES,
@@ -95,6 +96,7 @@ __all__ = [
     "TERMINAL_STATES",
     "Admin",
     "AsyncJobsError",
+    "BucketInfo",
     "Client",
     "ClientClosedError",
     "ClientOptions",
@@ -153,7 +155,7 @@ __all__ = [
 ]
 
 _EXPORTS: _typing.Final[dict[str, tuple[str, ...]]] = {
-    "asyncjobs.admin": ("Admin", "QueueInfo", "TaskStoreInfo"),
+    "asyncjobs.admin": ("Admin",),
     "asyncjobs.client": ("Client",),
     "asyncjobs.codec": ("Event", "LeaderElectedEvent", "TaskStateEvent"),
     "asyncjobs.connecting": ("connect",),
@@ -204,6 +206,7 @@ _EXPORTS: _typing.Final[dict[str, tuple[str, ...]]] = {
     "asyncjobs.router": ("Handler", "Middleware", "Router", "chain"),
     "asyncjobs.runner": ("run_worker", "run_worker_async"),
     "asyncjobs.staged": ("StagedTasks",),
+    "asyncjobs.storeinfo": ("BucketInfo", "QueueInfo", "TaskStoreInfo"),
     "asyncjobs.task": (
         "DISCARDABLE_STATES",
         "ENQUEUEABLE_STATES",

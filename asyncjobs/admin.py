@@ -4,29 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import AsyncGenerator, Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from asyncjobs.constants import (
-    CONFIG_BUCKET,
-    QUEUE_CONSUMER,
-    QUEUE_DISCOVERY_SUBJECT,
-    QUEUE_PURGED_KEY_PREFIX,
-    QUEUE_STREAM_PREFIX,
-    TASKS_STREAM,
-)
-from asyncjobs.errors import AsyncJobsError, ConfigurationError
-from asyncjobs.jsapi import QUEUE_ERRORS, JetStream
+from asyncjobs.constants import KV_STREAM_PREFIX, TASKS_STREAM
+from asyncjobs.errors import ConfigurationError, JetStreamError, QueueNotFound
+from asyncjobs.jsapi import JetStream
 from asyncjobs.kv import KeyValue
 from asyncjobs.listing import stored_tasks
 from asyncjobs.provisioning import bucket_stream_config, ensure_stream, prepare_events
-from asyncjobs.queue import Queue
+from asyncjobs.queueadmin import UNCHANGED, QueueAdmin, check_replicas
 from asyncjobs.storage import Storage
+from asyncjobs.storeinfo import BucketInfo, TaskStoreInfo, stream_times
 from asyncjobs.task import FAILED_STATES, Task, TaskState, validate_name
-from asyncjobs.wiretime import WireTime, parse_time, to_ns
+from asyncjobs.wiretime import WireTime, to_ns
 
 log = logging.getLogger("asyncjobs")
 
@@ -34,43 +26,7 @@ LIST_BATCH: Final = 256
 LIST_FETCH_TIMEOUT_S: Final = 2.0
 
 
-@dataclass(frozen=True, slots=True)
-class QueueInfo:
-    """A queue's settings and what is in it right now."""
-
-    queue: Queue
-    """The queue's settings as the server holds them."""
-    created: datetime | None
-    """When the queue's stream was created."""
-    items: int
-    """Items stored in the queue (waiting, in flight, or being retried)."""
-    pending: int
-    """Items not yet delivered to any worker."""
-    in_flight: int
-    """Items delivered and not yet acknowledged (``ack_pending``)."""
-    redelivered: int
-    """Items delivered more than once and not yet acknowledged."""
-    waiting_pulls: int
-    """Pull requests workers have outstanding."""
-
-
-@dataclass(frozen=True, slots=True)
-class TaskStoreInfo:
-    """The task store's settings and size."""
-
-    tasks: int
-    """Tasks stored."""
-    bytes: int
-    """Bytes stored."""
-    retention: float | None
-    """Seconds tasks are kept, ``None`` for forever."""
-    replicas: int
-    """Stream replicas."""
-    memory: bool
-    """Whether the store is in memory."""
-
-
-class Admin:
+class Admin(QueueAdmin):
     """Queue and task-store administration for a connected client (``client.admin``)."""
 
     def __init__(
@@ -121,94 +77,79 @@ class Admin:
         await ensure_stream(self._js, config, f"preparing the {bucket} bucket")
         return KeyValue(self._js, bucket)
 
-    async def queue_names(self) -> list[str]:
-        """Names of every queue on the server."""
-        names: list[str] = []
-        offset = 0
-        while True:
-            reply = await self._js.api(
-                "STREAM.NAMES", {"subject": QUEUE_DISCOVERY_SUBJECT, "offset": offset}, "listing queues"
-            )
-            streams = reply.get("streams") or []
-            names.extend(s[len(QUEUE_STREAM_PREFIX) :] for s in streams if s.startswith(QUEUE_STREAM_PREFIX))
-            offset += len(streams)
-            if not streams or offset >= int(reply.get("total", 0)):
-                return sorted(names)
-
-    async def queues(self) -> list[QueueInfo]:
-        """Information on every queue."""
-        return [await self.queue_info(name) for name in await self.queue_names()]
-
-    async def queue_info(self, name: str) -> QueueInfo:
-        """A queue's settings and counts.
-
-        Raises:
-            QueueNotFound: no such queue.
-        """
-        validate_name(name, "queue name")
-        stream_name = QUEUE_STREAM_PREFIX + name
-        what = f"reading queue {name!r}"
-        stream = await self._js.stream_info(stream_name, what)
-        consumer = await self._js.api(f"CONSUMER.INFO.{stream_name}.{QUEUE_CONSUMER}", None, what, errors=QUEUE_ERRORS)
-        queue = Queue(name).with_server_settings(stream.get("config", {}), consumer.get("config", {}))
-        created = stream.get("created")
-        return QueueInfo(
-            queue=queue,
-            created=parse_time(created).to_datetime() if isinstance(created, str) else None,
-            items=int(stream.get("state", {}).get("messages", 0)),
-            pending=int(consumer.get("num_pending", 0)),
-            in_flight=int(consumer.get("num_ack_pending", 0)),
-            redelivered=int(consumer.get("num_redelivered", 0)),
-            waiting_pulls=int(consumer.get("num_waiting", 0)),
-        )
-
-    async def purge_queue(self, name: str) -> None:
-        """Remove every item from a queue.
-
-        The tasks stay in the store; the reconciler of the queue's workers ends those that were waiting as
-        ``expired`` (``its work item was removed when queue ... was purged``), since their work was dropped.
-
-        Raises:
-            QueueNotFound: no such queue.
-        """
-        validate_name(name, "queue name")
-        await self._js.api(
-            f"STREAM.PURGE.{QUEUE_STREAM_PREFIX}{name}", None, f"purging queue {name!r}", errors=QUEUE_ERRORS
-        )
-        await self._record_purge(name)
-
-    async def delete_queue(self, name: str) -> None:
-        """Delete a queue and its items (the tasks stay in the store, ended as for :meth:`purge_queue`).
-
-        Raises:
-            QueueNotFound: no such queue.
-        """
-        validate_name(name, "queue name")
-        await self._js.api(
-            f"STREAM.DELETE.{QUEUE_STREAM_PREFIX}{name}", None, f"deleting queue {name!r}", errors=QUEUE_ERRORS
-        )
-        await self._record_purge(name)
-
-    async def _record_purge(self, name: str) -> None:
-        # The reconciler ends the queue's tasks whose items an operator removed, rather than queueing them again.
-        try:
-            await KeyValue(self._js, CONFIG_BUCKET).put(QUEUE_PURGED_KEY_PREFIX + name, str(time.time_ns()).encode())
-        except AsyncJobsError as exc:
-            log.warning(
-                "queue %r: could not record its purge (%s); the reconciler will queue its waiting tasks again",
-                name,
-                exc,
-            )
-
     async def tasks_info(self) -> TaskStoreInfo:
-        """The task store's size and settings."""
-        info = await self._js.stream_info(TASKS_STREAM, "reading the task store")
+        """The task store's size and settings.
+
+        Raises:
+            JetStreamError: the task store does not exist (no client has set up storage yet).
+        """
+        info = await self._task_stream()
         config, state = info.get("config", {}), info.get("state", {})
         max_age = int(config.get("max_age", 0))
+        first, last = stream_times(info)
         return TaskStoreInfo(
             tasks=int(state.get("messages", 0)),
             bytes=int(state.get("bytes", 0)),
             retention=max_age / 1e9 if max_age else None,
+            replicas=int(config.get("num_replicas", 1)),
+            memory=config.get("storage") == "memory",
+            first=first,
+            last=last,
+        )
+
+    async def _task_stream(self) -> dict[str, Any]:
+        try:
+            return await self._js.stream_info(TASKS_STREAM, "reading the task store")
+        except QueueNotFound as exc:
+            raise JetStreamError(
+                f"the task store (stream {TASKS_STREAM}) does not exist: connect a client that sets up storage "
+                "(without no_storage_init), or run `ajc tasks initialize`",
+                code=exc.code,
+                err_code=exc.err_code,
+                description=exc.description,
+            ) from exc
+
+    async def configure_task_store(
+        self, *, retention: float | timedelta | None = UNCHANGED, replicas: int = UNCHANGED
+    ) -> TaskStoreInfo:
+        """Change how long tasks are kept and the store's replicas; settings not given stay as they are.
+
+        Args:
+            retention: seconds tasks are kept; ``None`` keeps them forever.
+            replicas: stream replicas (1 to 5; a cluster needs that many servers).
+
+        Raises:
+            ConfigurationError: a negative retention or replicas outside 1 to 5.
+            JetStreamError: the task store does not exist.
+        """
+        info = await self._task_stream()
+        config: dict[str, Any] = dict(info["config"])
+        if retention is not UNCHANGED:
+            config["max_age"] = to_ns(retention, name="retention")
+        if replicas is not UNCHANGED:
+            check_replicas(replicas)
+            config["num_replicas"] = replicas
+        await self._js.api(f"STREAM.UPDATE.{TASKS_STREAM}", config, "configuring the task store")
+        return await self.tasks_info()
+
+    async def bucket_info(self, bucket: str) -> BucketInfo | None:
+        """A key-value bucket's size and settings; ``None`` when it does not exist.
+
+        Raises:
+            ConfigurationError: an invalid bucket name.
+        """
+        validate_name(bucket, "bucket name")
+        try:
+            info = await self._js.stream_info(f"{KV_STREAM_PREFIX}{bucket}", f"reading bucket {bucket!r}")
+        except QueueNotFound:  # the stream-not-found error, whatever the stream holds
+            return None
+        config, state = info.get("config", {}), info.get("state", {})
+        max_age = int(config.get("max_age", 0))
+        return BucketInfo(
+            bucket=bucket,
+            values=int(state.get("messages", 0)),
+            bytes=int(state.get("bytes", 0)),
+            ttl=max_age / 1e9 if max_age else None,
             replicas=int(config.get("num_replicas", 1)),
             memory=config.get("storage") == "memory",
         )
@@ -223,11 +164,7 @@ class Admin:
         Raises:
             ConfigurationError: negative retention.
         """
-        max_age = to_ns(retention, name="retention")
-        info = await self._js.stream_info(TASKS_STREAM, "reading the task store")
-        config: dict[str, Any] = dict(info["config"])
-        config["max_age"] = max_age
-        await self._js.api(f"STREAM.UPDATE.{TASKS_STREAM}", config, "changing the task retention")
+        await self.configure_task_store(retention=retention)
 
     async def delete_task(self, task_id: str) -> None:
         """Erase one task.
