@@ -14,7 +14,7 @@ from asyncjobs.constants import (
     QUEUE_PURGED_KEY_PREFIX,
     QUEUE_STREAM_PREFIX,
 )
-from asyncjobs.errors import AsyncJobsError, ConfigurationError
+from asyncjobs.errors import AsyncJobsError, ConfigurationError, QueueNotFound
 from asyncjobs.jsapi import QUEUE_ERRORS, JetStream
 from asyncjobs.kv import KeyValue
 from asyncjobs.provisioning import prepare_queue
@@ -72,7 +72,10 @@ class QueueAdmin:
         validate_name(name, "queue name")
         stream_name = QUEUE_STREAM_PREFIX + name
         what = f"reading queue {name!r}"
-        stream = await self._js.stream_info(stream_name, what)
+        try:
+            stream = await self._js.stream_info(stream_name, what)
+        except QueueNotFound as exc:
+            raise _missing(name, exc) from exc
         consumer = await self._js.api(f"CONSUMER.INFO.{stream_name}.{QUEUE_CONSUMER}", None, what, errors=QUEUE_ERRORS)
         config, state = stream.get("config", {}), stream.get("state", {})
         first, last = stream_times(stream)
@@ -184,9 +187,12 @@ class QueueAdmin:
             QueueNotFound: no such queue.
         """
         validate_name(name, "queue name")
-        await self._js.api(
-            f"STREAM.PURGE.{QUEUE_STREAM_PREFIX}{name}", None, f"purging queue {name!r}", errors=QUEUE_ERRORS
-        )
+        try:
+            await self._js.api(
+                f"STREAM.PURGE.{QUEUE_STREAM_PREFIX}{name}", None, f"purging queue {name!r}", errors=QUEUE_ERRORS
+            )
+        except QueueNotFound as exc:
+            raise _missing(name, exc) from exc
         await self._record_purge(name)
 
     async def delete_queue(self, name: str) -> None:
@@ -196,9 +202,12 @@ class QueueAdmin:
             QueueNotFound: no such queue.
         """
         validate_name(name, "queue name")
-        await self._js.api(
-            f"STREAM.DELETE.{QUEUE_STREAM_PREFIX}{name}", None, f"deleting queue {name!r}", errors=QUEUE_ERRORS
-        )
+        try:
+            await self._js.api(
+                f"STREAM.DELETE.{QUEUE_STREAM_PREFIX}{name}", None, f"deleting queue {name!r}", errors=QUEUE_ERRORS
+            )
+        except QueueNotFound as exc:
+            raise _missing(name, exc) from exc
         await self._record_purge(name)
 
     async def _record_purge(self, name: str) -> None:
@@ -211,6 +220,16 @@ class QueueAdmin:
                 name,
                 exc,
             )
+
+
+def _missing(name: str, exc: QueueNotFound) -> QueueNotFound:
+    return QueueNotFound(
+        f"queue {name!r} does not exist: create it with `ajc queues new {name}` (or asyncjobs.Queue({name!r}) in "
+        "code), or check the name with `ajc queues list`",
+        code=exc.code,
+        err_code=exc.err_code,
+        description=exc.description,
+    )
 
 
 def _settings(queue: Queue) -> dict[str, Any]:

@@ -53,7 +53,7 @@ class AliasGroup(click.Group):
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
 
-    def command(self, *args: Any, **kwargs: Any) -> Any:
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], click.Command]:  # type: ignore[override]
         """A leaf command (``aliases=(...)`` allowed) with the connection flags and ``--debug``."""
         make = super().command
         kwargs.setdefault("cls", AliasCommand)
@@ -64,7 +64,7 @@ class AliasGroup(click.Group):
 
         return decorate
 
-    def group(self, *args: Any, **kwargs: Any) -> Any:
+    def group(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], click.Group]:  # type: ignore[override]
         """A sub-group (``aliases=(...)`` allowed) whose commands have aliases too."""
         make = super().group
         kwargs.setdefault("cls", AliasGroup)

@@ -23,7 +23,9 @@ from rich.table import Table
 from rich.text import Text
 
 KEY_WIDTH: Final = 21
-"""Keys of a ``key: value`` block are right-aligned to this width, as upstream's are."""
+"""Keys of a task or schedule view are right-aligned to this width, as upstream's are."""
+STORE_KEY_WIDTH: Final = 16
+"""Keys of a store or queue view (``info``, ``queues info``) are right-aligned to this width."""
 PIPE_WIDTH: Final = 250
 """Columns assumed when stdout is not a terminal: wide enough that no table row wraps."""
 TIME_FORMAT: Final = "%d %b %y %H:%M:%S UTC"
@@ -87,22 +89,37 @@ class Output:
     # ---- layouts ----------------------------------------------------------------------------------------------
 
     def table(self, title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        """A rounded, boxed table with a title, as upstream draws its lists."""
-        table = Table(title=title, box=box.ROUNDED, show_lines=False, title_style="bold" if self.interactive else "")
+        """A rounded, boxed table with its title boxed above the header, as upstream draws its lists."""
+        table = Table(box=box.ROUNDED, show_lines=False, header_style="bold" if self.interactive else "")
         for header in headers:
             table.add_column(header, overflow="fold" if self.interactive else "ignore", no_wrap=not self.interactive)
         for row in rows:
             table.add_row(*(cell if isinstance(cell, Text) else Text(str(cell)) for cell in row))
-        self.console.print(table)
+        with self.console.capture() as captured:
+            self.console.print(table)
+        lines = captured.get().splitlines()
+        top = Text.from_ansi(lines[0]).plain if lines else ""
+        if len(top) >= 2:
+            inner = len(top) - 2
+            heading = title if len(title) <= inner - 2 else title[: max(inner - 3, 0)] + "…"
+            self.line(f"╭{'─' * inner}╮")
+            self.console.print(Text("│") + Text(heading.center(inner), style="bold" if self.interactive else "")
+                               + Text("│"), overflow="ignore", crop=False)  # fmt: skip
+            lines[0] = "├" + top[1:-1] + "┤"
+        for line in lines:
+            self.console.print(Text.from_ansi(line), overflow="ignore", crop=False)
         self.console.print()
 
-    def block(self, title: str | None, rows: Sequence[tuple[str, Any]]) -> None:
-        """A heading line, a blank line, then ``key: value`` rows with the keys right-aligned (upstream's views)."""
+    def block(self, title: str | None, rows: Sequence[tuple[str, Any]], *, width: int = KEY_WIDTH) -> None:
+        """A heading line, a blank line, then ``key: value`` rows with the keys right-aligned (upstream's views).
+
+        Upstream aligns the keys of task and schedule views to 21 columns and those of stores and queues to 16.
+        """
         if title is not None:
             self.line(title)
             self.line()
         for key, value in rows:
-            text = Text(f"{key:>{KEY_WIDTH}}: ")
+            text = Text(f"{key:>{width}}: ")
             text.append(value if isinstance(value, Text) else Text(str(value)))
             self.console.print(text, overflow="ignore", crop=False)
 
@@ -116,17 +133,19 @@ class Output:
         """Ask before a destructive change unless ``force``; without a terminal to ask on, refuse.
 
         Raises:
-            click.UsageError: there is no terminal to ask on and ``-f`` was not given.
-            click.Abort: the user said no.
+            click.exceptions.Exit: 2 when there is no terminal to ask on and ``-f`` was not given, 1 when the user
+                said no (the message is printed).
         """
         if force:
             return
         if not sys.stdin.isatty():
-            raise click.UsageError(
-                f"{question[:1].lower()}{question[1:]}: not confirmed (no terminal to ask on): pass -f"
-            )
+            what = question.rstrip("?")
+            message = f"{what[:1].lower()}{what[1:]}: not confirmed (no terminal to ask on): pass -f"
+            click.echo(f"ajc: error: {message}", err=True)
+            raise click.exceptions.Exit(2)
         if not click.confirm(question, default=False):
-            raise click.Abort()
+            click.echo("ajc: nothing was changed", err=True)
+            raise click.exceptions.Exit(1)
 
     @contextlib.contextmanager
     def progress(self, description: str, total: int | None) -> Iterator[ProgressBar]:
@@ -179,7 +198,7 @@ def since(value: datetime, now: datetime | None = None) -> str:
     seconds = ((now or datetime.now(UTC)) - value).total_seconds()
     if abs(seconds) < 60:
         return f"{seconds:.2f}s"
-    return go_duration(seconds)
+    return go_duration(round(seconds))
 
 
 def when_since(value: datetime | None, now: datetime | None = None) -> str:
