@@ -6,6 +6,7 @@ attached through the ``asyncjobs.ajc`` entry points. :func:`main` runs the tree.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, version
 from typing import Final
 
@@ -39,30 +40,49 @@ def ajc(ctx: click.Context) -> None:
     ctx.ensure_object(Session)
 
 
+CORE_COMMANDS: Final = (
+    # name, where it is, aliases (a test checks these are the commands' own)
+    ("info", "asyncjobs.cli.ajc.info:info", ()),
+    ("tasks", "asyncjobs.cli.ajc.tasks:tasks", ("t", "task")),
+    ("queues", "asyncjobs.cli.ajc.queues:queues", ("q", "queue")),
+    ("dev-server", "asyncjobs.cli.ajc.devserver:dev_server", ()),
+)
+TASK_COMMANDS: Final = (("process", "asyncjobs.cli.ajc.process:process", ()),)
+
+
 def _attach() -> None:
-    # Imported here so that the command modules can import this one's helpers without a cycle.
-    from asyncjobs.cli.ajc.devserver import dev_server
-    from asyncjobs.cli.ajc.info import info
-    from asyncjobs.cli.ajc.process import process
-    from asyncjobs.cli.ajc.queues import queues
-    from asyncjobs.cli.ajc.tasks import tasks
-
-    tasks.add_command(process)
-    for command in (info, tasks, queues, dev_server):
-        ajc.add_command(command)
-    for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
-        _mount(entry)
+    for name, target, aliases in CORE_COMMANDS:
+        ajc.add_lazy(name, target, aliases, on_load=_group_loaded(name))
+    ajc.add_loader(_plugins_under(ajc, ""))
 
 
-def _mount(entry: EntryPoint) -> None:
-    """Attach an extension's command at the path its entry point names (``tasks.cron`` is ``ajc tasks cron``)."""
-    *parents, name = entry.name.split(".")
-    group: click.Group = ajc
-    for parent in parents:
-        found = group.commands.get(parent)
-        if not isinstance(found, click.Group):
-            return  # a path this version does not have: the extension is newer than the core
-        group = found
+def _group_loaded(path: str) -> Callable[[click.Command], None]:
+    """Attach, once a core group is imported, the commands that live under it (``tasks process``, plugins)."""
+
+    def attach(command: click.Command) -> None:
+        if not isinstance(command, AliasGroup):
+            return
+        for name, target, aliases in TASK_COMMANDS if path == "tasks" else ():
+            command.add_lazy(name, target, aliases)
+        command.add_loader(_plugins_under(command, path))
+
+    return attach
+
+
+def _plugins_under(group: click.Group, path: str) -> Callable[[], None]:
+    """A loader that attaches the plugins whose entry point names ``path`` as their parent."""
+
+    def load() -> None:
+        for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+            parent, _, name = entry.name.rpartition(".")
+            if parent == path:
+                _mount(group, name, entry)
+
+    return load
+
+
+def _mount(group: click.Group, name: str, entry: EntryPoint) -> None:
+    """Attach an extension's command (``tasks.cron`` is ``ajc tasks cron``), or a stand-in naming its extra."""
     try:
         command = entry.load()
     except ImportError as exc:  # the extension's own dependencies are not installed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,14 +26,56 @@ class AliasGroup(click.Group):
         super().__init__(*args, **kwargs)
         self.aliases = tuple(aliases)
         self._alias_of: dict[str, str] = {}
+        self._lazy: dict[str, tuple[str, Callable[[click.Command], None] | None]] = {}
+        self._loaders: list[Callable[[], None]] = []
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         super().add_command(cmd, name)
         for alias in getattr(cmd, "aliases", ()):
             self._alias_of[alias] = name or cmd.name or ""
 
+    def add_lazy(
+        self,
+        name: str,
+        target: str,
+        aliases: Sequence[str] = (),
+        *,
+        on_load: Callable[[click.Command], None] | None = None,
+    ) -> None:
+        """Attach the command at ``target`` (``module:attribute``), imported only when it is run or listed.
+
+        An operator's ``ajc queues ls`` then loads neither the scheduler nor the workflows, nor the other groups.
+        ``on_load`` is called with the command once it is imported (to attach commands under it).
+        """
+        self._lazy[name] = (target, on_load)
+        self._alias_of.update(dict.fromkeys(aliases, name))
+
+    def add_loader(self, loader: Callable[[], None]) -> None:
+        """Run ``loader`` (which attaches commands) before listing, or when a name is not found."""
+        self._loaders.append(loader)
+
+    def _run_loaders(self) -> None:
+        loaders, self._loaders = self._loaders, []
+        for loader in loaders:
+            loader()
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._run_loaders()
+        return sorted({*self.commands, *self._lazy})
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        return super().get_command(ctx, self._alias_of.get(cmd_name, cmd_name))
+        name = self._alias_of.get(cmd_name, cmd_name)
+        if name not in self.commands and name in self._lazy:
+            target, on_load = self._lazy.pop(name)
+            module, _, attribute = target.partition(":")
+            command: click.Command = getattr(importlib.import_module(module), attribute)
+            self.add_command(command, name)
+            if on_load is not None:
+                on_load(command)
+        if name not in self.commands and self._loaders:
+            self._run_loaders()
+            name = self._alias_of.get(cmd_name, cmd_name)
+        return super().get_command(ctx, name)
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]

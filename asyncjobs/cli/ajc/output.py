@@ -18,7 +18,6 @@ import click
 import orjson
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -150,6 +149,8 @@ class Output:
     @contextlib.contextmanager
     def progress(self, description: str, total: int | None) -> Iterator[ProgressBar]:
         """A progress bar on a terminal (nothing when piped or with ``--json``); ``advance()`` it as work is done."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
         enabled = self.interactive and not self.json
         progress = Progress(
             TextColumn("{task.description}"),
@@ -168,7 +169,7 @@ class Output:
 class ProgressBar:
     """One bar of a :meth:`Output.progress`."""
 
-    def __init__(self, progress: Progress, task: Any) -> None:
+    def __init__(self, progress: Any, task: Any) -> None:
         self._progress = progress
         self._task = task
         self.done = 0
