@@ -12,7 +12,8 @@ Every error raised by the library derives from :class:`AsyncJobsError`::
     │   ├── TaskNotFound (LookupError)       no task stored under that id
     │   ├── TaskConflict                     the stored task changed since it was loaded
     │   ├── JetStreamUnavailable             no leader (election, lost quorum), still so after retries
-    │   └── RequestTimeout (TimeoutError)    no reply from NATS in time, still so after retries
+    │   ├── RequestTimeout (TimeoutError)    no reply from NATS in time, still so after retries
+    │   └── PermissionDenied (PermissionError) the NATS user may not send a request or receive its reply
     ├── EnqueueError                         the task was stored but its work item was not
     │   └── DuplicateTaskError               the work item was a duplicate (task saved as queue_error)
     ├── InvalidTaskStateError                the operation is not allowed in the task's state
@@ -102,6 +103,13 @@ class RequestTimeout(JetStreamError, TimeoutError):
     """NATS gave no reply in time, still after retrying for the client's ``retry_window``.
 
     A timed-out write may still have been stored: the library re-checks before it reports a failure.
+    """
+
+
+class PermissionDenied(JetStreamError, PermissionError):
+    """The NATS server refused a request (or its reply) for the user's permissions; retrying cannot help.
+
+    The message names the subject and the permission to grant.
     """
 
 

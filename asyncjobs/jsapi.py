@@ -20,6 +20,7 @@ import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from asyncjobs import denials
 from asyncjobs.constants import (
     HDR_STATUS,
     JS_API_PREFIX,
@@ -39,6 +40,7 @@ from asyncjobs.errors import (
     ClientClosedError,
     JetStreamError,
     JetStreamUnavailable,
+    PermissionDenied,
     QueueConsumerNotFound,
     QueueNotFound,
     RequestTimeout,
@@ -267,16 +269,20 @@ class JetStream:
             QueueNotFound: ``stream`` does not exist.
             JetStreamUnavailable: no leader or no responders, still after the retry window.
             RequestTimeout: no reply in time, still after the retry window.
+            PermissionDenied: the server refused the request or its reply for the user's permissions.
         """
         attempts = 0
         deadline = 0.0
         checked_stream = False
         while True:
             attempts += 1
+            sent = time.monotonic()
             try:
                 return _reply(await self.request_raw(subject, payload, what, headers=headers), what, errors)
             except JetStreamError as exc:
                 exc.attempts = attempts
+                if isinstance(exc, RequestTimeout) and (why := denials.denial(self.nc, subject, since=sent)):
+                    raise PermissionDenied(f"{what}: {why}") from exc
                 if not (retry and is_transient(exc) and self.retry_window > 0):
                     raise
                 if subject.startswith(self.prefix) and exc.code == 503 and not exc.err_code:

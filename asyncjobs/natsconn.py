@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import nats.errors
 from nats.aio.client import Client as NATS
 
+from asyncjobs import denials
 from asyncjobs.errors import ConfigurationError, JetStreamError
 from asyncjobs.natscontext import NatsContext, load_context
 from asyncjobs.options import ConnectionOptions, check_file
@@ -93,9 +94,13 @@ class _FirstConnect:
         self.errors: list[BaseException] = []
         self.connected = False
         self.fatal = asyncio.Event()
+        self.nc: NATS | None = None
 
     async def on_error(self, exc: Exception) -> None:
         if self.connected:
+            if self.nc is not None and denials.note(self.nc, exc):
+                log.warning("NATS refused a message: %s (the request it belonged to fails with the fix)", exc)
+                return
             log.warning("NATS connection error: %s", exc)
             return
         log.debug("NATS connection attempt failed: %r", exc)
@@ -261,6 +266,7 @@ async def open_connection(options: ConnectionOptions) -> tuple[NATS, str | None]
     # TLS is used when asked for, but also when the server requires it: nats-py then upgrades on its own.
     quiet_tls_eof_warning()
     nc = NATS()
+    attempt.nc = nc
     # nats-py can keep retrying some failures (a TLS handshake it cannot verify) past its attempt limit, so the
     # first connection also gets an overall deadline.
     deadline = (options.connect_timeout + INITIAL_RECONNECT_WAIT_S) * INITIAL_CONNECT_ATTEMPTS * len(servers) + 1

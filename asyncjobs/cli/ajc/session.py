@@ -242,7 +242,9 @@ def describe(exc: BaseException) -> str:
 
 
 def _configure_logging(debug: bool, *, service: bool) -> None:
-    level = logging.DEBUG if debug else logging.INFO if service else logging.WARNING
+    # A one-shot command reports its outcome itself, in one line; the library's warnings on the way (a retry, a
+    # refused message) would only repeat it. --debug shows everything.
+    level = logging.DEBUG if debug else logging.INFO if service else logging.ERROR
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if not debug:
         logging.getLogger("nats").setLevel(logging.CRITICAL)  # its reconnect chatter: our errors say what failed
