@@ -153,7 +153,15 @@ class HandlerNotSupported(AsyncJobsError):
 
 
 class RemoteHandlerError(AsyncJobsError):
-    """A request-reply or external-command handler failed; the task is retried."""
+    """A request-reply or external-command handler failed; the task is retried.
+
+    Attributes:
+        output: what a failed external command wrote (standard output and error together), else ``""``.
+    """
+
+    def __init__(self, message: str, *, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output
 
 
 class TaskTimeout(AsyncJobsError, TimeoutError):

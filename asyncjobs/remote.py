@@ -192,7 +192,8 @@ class ExternalCommand:
     The task JSON is written to a temporary file whose path is in ``CHORIA_AJ_TASK`` (as Go does) and is also
     given on standard input. The environment holds ``CHORIA_AJ_TASK``, ``PATH`` and ``env``. Combined standard
     output and error become the result (a JSON string); a non-zero exit fails the task with
-    ``execution failed: exit status N`` and it is retried. The process is killed if the handler is cancelled.
+    ``execution failed: exit status N`` (the output is on the error's ``output``) and it is retried. The process
+    is killed if the handler is cancelled.
 
     Raises:
         RemoteHandlerError: the command does not exist, is a directory, or is not executable.
@@ -235,5 +236,7 @@ class ExternalCommand:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
         if proc.returncode != 0:
-            raise RemoteHandlerError(f"execution failed: exit status {proc.returncode}")
+            raise RemoteHandlerError(
+                f"execution failed: exit status {proc.returncode}", output=output.decode("utf-8", "replace")
+            )
         return output.decode("utf-8", "replace")

@@ -87,7 +87,13 @@ def _import(path: str) -> Any:
     return target
 
 
-async def _resolve(source: RouterSource) -> Router:
+async def resolve_router(source: RouterSource) -> Router:
+    """The router a source names: the router itself, what a callable returns (awaited if need be), or the object at
+    an import path ``"module:attribute"`` (itself resolved the same way).
+
+    Raises:
+        ConfigurationError: the path cannot be imported, or the result is not a :class:`Router` with handlers.
+    """
     if isinstance(source, str):
         source = _import(source)
     if not isinstance(source, Router) and callable(source):
@@ -179,7 +185,7 @@ async def run_worker_async(
         JetStreamError: NATS could not be reached (the message says why).
         ClientClosedError: the connection was closed for good while the worker ran.
     """
-    resolved = await _resolve(router)
+    resolved = await resolve_router(router)
     if servers is None and options.get("context") is None:
         servers = os.environ.get("NATS_URL") or None
     stopping = _Stopping(stop if stop is not None else asyncio.Event())

@@ -106,6 +106,9 @@ async def test_external_command(make_client: ClientFactory, tmp_path: Path) -> N
         failed = await wait_state(client, bad.id, TaskState.RETRY)
     assert done.result is not None and done.result.payload == '"type":"ext:ok"\nenv=bar\n'
     assert failed.last_err == "execution failed: exit status 3"
+    with pytest.raises(asyncjobs.RemoteHandlerError, match="exit status 3") as caught:
+        await asyncjobs.ExternalCommand(failing)(asyncjobs.Task("ext:fail"))
+    assert caught.value.output == "broken\n"
 
 
 def test_external_command_must_exist(tmp_path: Path) -> None:

@@ -46,6 +46,8 @@ CORE_COMMANDS: Final = (
     ("tasks", "asyncjobs.cli.ajc.tasks:tasks", ("t", "task")),
     ("queues", "asyncjobs.cli.ajc.queues:queues", ("q", "queue")),
     ("dev-server", "asyncjobs.cli.ajc.devserver:dev_server", ()),
+    ("worker", "asyncjobs.cli.ajc.lean:worker", ()),
+    ("keygen", "asyncjobs.cli.ajc.lean:keygen", ()),
 )
 TASK_COMMANDS: Final = (("process", "asyncjobs.cli.ajc.process:process", ()),)
 
