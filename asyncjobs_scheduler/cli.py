@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         options.update(prometheus_port=args.metrics_port, prometheus_address=args.metrics_address)
     try:
         queue = asyncjobs.Queue(args.queue, no_create=True) if args.no_create else args.queue
-        return asyncio.run(_run(args.name, queue, options))
+        return asyncio.run(run_scheduler(args.name, queue, options))
     except asyncjobs.ConfigurationError as exc:
         print(f"asyncjobs_scheduler: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -68,7 +68,20 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-async def _run(name: str, queue: str | asyncjobs.Queue, options: dict[str, object]) -> int:
+async def run_scheduler(name: str, queue: str | asyncjobs.Queue, options: dict[str, object]) -> int:
+    """Run a scheduler named ``name`` until SIGTERM or SIGINT; shared with ``ajc tasks cron scheduler``.
+
+    The first signal stops it cleanly (a leader hands the leadership over at once); a second exits at once with
+    128 + the signal number.
+
+    Args:
+        name: its name in the election.
+        queue: the queue its client binds (created unless ``no_create``).
+        options: the other :func:`asyncjobs.connect` arguments (connection, signing, metrics).
+
+    Returns:
+        0 once it has stopped.
+    """
     async with await asyncjobs.connect(queue=queue, **options) as client:  # type: ignore[arg-type]
         scheduler = Scheduler(client, name=name)
         running = asyncio.create_task(scheduler.run())

@@ -305,7 +305,6 @@ class _Work:
         from asyncjobs.runner import run_worker_async
 
         signals = self.signals
-        signals.bind(asyncio.get_running_loop())
         tally = _Tally(self.queue, self.count, signals.stop)
         router = await self.plan.build(tally)
         options = dict(self.options)
@@ -385,6 +384,8 @@ def process(
         _usage(f"--monitor must be a TCP port (1-65535), not {monitor}")
     if shutdown_grace < 0:
         _usage(f"--shutdown-grace must be 0 or more seconds, not {shutdown_grace:g}")
+    from asyncjobs.cli.signals import run_loop
+
     with _stop_signals(shutdown_grace) as signals:
         plan = _Plan(task_type, command, router, remote, app_dir)
         states = {*discard, *(["complete"] if discard_complete else []), *(["expired"] if discard_expired else [])}
@@ -398,6 +399,6 @@ def process(
         if monitor:  # 0, as upstream's default, means no monitoring
             options["prometheus_port"] = monitor
         work = _Work(plan, queue, options, count=count, until_idle=until_idle, signals=signals)
-        status = run(work.run, service=True)
+        status = run(work.run, service=True, runner=lambda main: run_loop(main, signals))
     if status:
         raise click.exceptions.Exit(status)

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import sys
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn, ParamSpec, TypeVar
 
@@ -183,12 +183,19 @@ def session() -> Session:
     return click.get_current_context().ensure_object(Session)
 
 
-def run(work: Callable[[], Awaitable[R]], *, service: bool = False) -> R:
+def run(
+    work: Callable[[], Awaitable[R]],
+    *,
+    service: bool = False,
+    runner: Callable[[Coroutine[Any, Any, R]], R] = asyncio.run,
+) -> R:
     """Run a command's coroutine and turn every failure into one line on stderr and an exit status.
 
     Args:
         work: the command's coroutine function.
         service: a long-running command (``tasks process``, ``cron scheduler``) that logs at INFO.
+        runner: what runs the coroutine to its end (``asyncio.run``; a service passes the worker command's runner,
+            which does not wait forever for a handler that ignores its cancellation).
 
     Raises:
         click.exceptions.Exit: with the status of a failure (the message is already printed).
@@ -196,7 +203,7 @@ def run(work: Callable[[], Awaitable[R]], *, service: bool = False) -> R:
     current = session()
     _configure_logging(current.debug, service=service)
     try:
-        return asyncio.run(_main(work))
+        return runner(_main(work))
     except KeyboardInterrupt:
         click.echo("ajc: interrupted", err=True)
         raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
