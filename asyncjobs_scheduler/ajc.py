@@ -7,7 +7,6 @@ upstream's layouts, so schedules added by either ``ajc`` read the same in both. 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -67,12 +66,6 @@ def cron() -> None:
     """``ajc tasks cron``: manage the stored schedules and run a scheduler."""
 
 
-def _command(name: str, **settings: Any) -> Callable[[Callable[..., None]], click.Command]:
-    """``cron.command(...)``, typed (AliasGroup.command returns Any)."""
-    decorate: Callable[[Callable[..., None]], click.Command] = cron.command(name, **settings)
-    return decorate
-
-
 def _choice(enum: Any) -> click.Choice[str]:
     return click.Choice([member.value for member in enum])
 
@@ -90,7 +83,7 @@ def _seconds(text: str | None, flag: str) -> float | None:
     return ns / NS_PER_SECOND
 
 
-@_command("add", aliases=("new", "a"), help=ADD_HELP)
+@cron.command("add", aliases=("new", "a"), help=ADD_HELP)
 @click.argument("name")
 @click.argument("schedule")
 @click.argument("task_type", metavar="TYPE")
@@ -173,7 +166,7 @@ def add(
     run(work)
 
 
-@_command("view", aliases=("show", "v"), help="Views a Scheduled Task\n\nNAME: the name of the Schedule to view.")
+@cron.command("view", aliases=("show", "v"), help="Views a Scheduled Task\n\nNAME: the name of the Schedule to view.")
 @click.argument("name")
 @json_option
 def view(name: str, json_output: bool) -> None:
@@ -187,7 +180,7 @@ def view(name: str, json_output: bool) -> None:
     run(work)
 
 
-@_command("delete", aliases=("del", "rm"), help="Removes a Scheduled Task entry\n\nTasks it already enqueued stay.")
+@cron.command("delete", aliases=("del", "rm"), help="Removes a Scheduled Task entry\n\nTasks it already enqueued stay.")
 @click.argument("name")
 @force_option
 def delete(name: str, force: bool) -> None:
@@ -205,7 +198,7 @@ def delete(name: str, force: bool) -> None:
     run(work)
 
 
-@_command("list", aliases=("ls",), help="List Scheduled Tasks")
+@cron.command("list", aliases=("ls",), help="List Scheduled Tasks")
 @click.option("--names", is_flag=True, help="show only the names")
 @json_option
 def list_(names: bool, json_output: bool) -> None:
@@ -230,7 +223,7 @@ def list_(names: bool, json_output: bool) -> None:
     run(work)
 
 
-@_command("scheduler", help=SCHEDULER_HELP)
+@cron.command("scheduler", help=SCHEDULER_HELP)
 @click.argument("name", envvar="AJC_SCHEDULER_NAME", required=False)
 @click.option("--monitor", type=click.IntRange(min=0, max=65535), envvar="AJC_MONITOR", metavar="PORT",
               help="serve /metrics, /healthz and /readyz on this port (env AJC_MONITOR)")  # fmt: skip
@@ -256,14 +249,14 @@ def scheduler(name: str | None, monitor: int | None) -> None:
     run(work, service=True)
 
 
-@_command("pause", help="Stops firing a Scheduled Task until it is resumed")
+@cron.command("pause", help="Stops firing a Scheduled Task until it is resumed")
 @click.argument("name")
 def pause(name: str) -> None:
     """``ajc tasks cron pause``: stop firing a schedule."""
     _set_paused(name, True)
 
 
-@_command("resume", help="Fires a paused Scheduled Task again, from its next due time")
+@cron.command("resume", help="Fires a paused Scheduled Task again, from its next due time")
 @click.argument("name")
 def resume(name: str) -> None:
     """``ajc tasks cron resume``: fire a paused schedule again from its next due time."""
@@ -286,7 +279,7 @@ def _set_paused(name: str, paused: bool) -> None:
     run(work)
 
 
-@_command("trigger", help="Enqueues a task of a Scheduled Task now, outside its schedule\n\n"
+@cron.command("trigger", help="Enqueues a task of a Scheduled Task now, outside its schedule\n\n"
           "The task gets a fresh id, so it never stands in for a due time's task; a paused schedule can be "
           "triggered too.")  # fmt: skip
 @click.argument("name")
@@ -315,7 +308,7 @@ def trigger(name: str, json_output: bool) -> None:
     run(work)
 
 
-@_command("next", help="Shows when a Scheduled Task is next due, in its zone and in UTC\n\n"
+@cron.command("next", help="Shows when a Scheduled Task is next due, in its zone and in UTC\n\n"
           "COUNT: how many due times to show (default 5).")  # fmt: skip
 @click.argument("name")
 @click.argument("count", type=click.IntRange(min=1, max=MAX_NEXT_COUNT), default=DEFAULT_NEXT_COUNT)
