@@ -6,7 +6,6 @@ stored, so ``--json`` prints what Go's ``ajc`` prints) and lays it out in upstre
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, NoReturn
 
 import asyncjobs
+from asyncjobs.cli.ajc.durations import humanize_duration
 from asyncjobs.cli.ajc.output import Output, size, when
 from asyncjobs.cli.ajc.session import EXIT_FAILED, fail
 from asyncjobs.codec import loads_object
@@ -54,25 +54,6 @@ def go_spec(spec: str) -> str:
         if spec.startswith(word):
             return "@" + spec
     return spec
-
-
-def humanize_duration(seconds: float) -> str:
-    """A duration as upstream's ``ajc`` views print one: ``1h0m0s``, ``1d2h0m0s``, ``45.00s``; ``forever`` for 0."""
-    if seconds == 0:
-        return "forever"
-    secs = math.trunc(seconds)
-    mins, hours = secs // 60, secs // 3600
-    days = hours // 24
-    years = days // 365
-    if years > 0:
-        return f"{years}y{days % 365}d{hours % 24}h{mins % 60}m{secs % 60}s"
-    if days > 0:
-        return f"{days}d{hours % 24}h{mins % 60}m{secs % 60}s"
-    if hours > 0:
-        return f"{hours}h{mins % 60}m{secs % 60}s"
-    if mins > 0:
-        return f"{mins}m{secs % 60}s"
-    return f"{seconds:.2f}s"
 
 
 # ---- errors, in the command line's words ---------------------------------------------------------------------------

@@ -17,10 +17,11 @@ import pytest
 import pytest_asyncio
 
 import asyncjobs
+from asyncjobs.cli.ajc.durations import humanize_duration
 from asyncjobs.cli.ajc.output import when
 from asyncjobs.testing import eventually
 from asyncjobs_scheduler import ScheduleNotFound, Schedules
-from asyncjobs_scheduler.ajc_views import go_spec, humanize_duration
+from asyncjobs_scheduler.ajc_views import go_spec
 from tests.cli.conftest import AJC, RunAjc
 
 EMAIL = "EMAIL"

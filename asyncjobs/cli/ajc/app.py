@@ -13,7 +13,7 @@ from typing import Final
 import click
 
 from asyncjobs.cli.ajc.groups import AliasGroup
-from asyncjobs.cli.ajc.session import EXIT_FAILED, EXIT_USAGE, Session, connection_options, fail
+from asyncjobs.cli.ajc.session import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Session, connection_options, fail
 
 PLUGIN_GROUP: Final = "asyncjobs.ajc"
 """Entry points that add commands: the name is where (``tasks.cron``), the value a click command or group. The
@@ -111,8 +111,24 @@ _attach()
 def main(argv: list[str] | None = None) -> int:
     """Run ``ajc``; returns the exit status."""
     try:
-        ajc.main(args=argv, prog_name="ajc", standalone_mode=True)
+        # Without standalone mode click returns an Exit's status instead of calling sys.exit, and raises the rest.
+        status = ajc.main(args=argv, prog_name="ajc", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `ajc`, `ajc tasks`: the help, and a usage status
+        click.echo(exc.format_message(), err=True)
+        return exc.exit_code
+    except click.UsageError as exc:  # one line, as every other error (click would print the usage first)
+        where = exc.ctx.command_path if exc.ctx is not None else "ajc"
+        click.echo(f"ajc: error: {exc.format_message()} (see `{where} --help`)", err=True)
+        return exc.exit_code
+    except click.ClickException as exc:
+        click.echo(f"ajc: error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.Abort:
+        click.echo("ajc: interrupted", err=True)
+        return EXIT_INTERRUPTED
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else EXIT_FAILED)
-    return 0
+    return status if isinstance(status, int) else 0

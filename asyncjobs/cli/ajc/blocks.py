@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from asyncjobs.cli.ajc.durations import humanize_duration
 from asyncjobs.cli.ajc.output import STORE_KEY_WIDTH, Output, go_duration, limit, size, when_since
 from asyncjobs.storeinfo import BucketInfo, QueueInfo, TaskStoreInfo
+
+
+def _seconds(value: float | timedelta | None) -> float | None:
+    return value.total_seconds() if isinstance(value, timedelta) else value
 
 
 def _flag(value: bool) -> str:
@@ -15,10 +21,10 @@ def _flag(value: bool) -> str:
 def task_store_block(out: Output, info: TaskStoreInfo) -> None:
     """``Tasks Storage:`` and its size, storage, replicas, retention and first/last times."""
     rows: list[tuple[str, Any]] = [
-        ("Entries", f"{info.tasks} @ {size(info.bytes)}"),
+        ("Entries", f"{info.tasks:,} @ {size(info.bytes)}"),
         ("Memory Based", _flag(info.memory)),
         ("Replicas", info.replicas),
-        ("Archive Period", go_duration(info.retention) if info.retention else "forever"),
+        ("Archive Period", humanize_duration(info.retention)),
     ]
     if info.first is not None:
         rows.append(("First Entry", when_since(info.first)))
@@ -33,7 +39,7 @@ def bucket_block(out: Output, title: str, info: BucketInfo | None, extra: list[t
         out.block(title, [("Entries", "not created yet")], width=STORE_KEY_WIDTH)
         return
     rows: list[tuple[str, Any]] = [
-        ("Entries", f"{info.values} @ {size(info.bytes)}"),
+        ("Entries", f"{info.values:,} @ {size(info.bytes)}"),
         ("Memory Based", _flag(info.memory)),
         ("Replicas", info.replicas),
     ]
@@ -44,10 +50,10 @@ def queue_block(out: Output, info: QueueInfo) -> None:
     """``NAME Work Queue:`` with upstream's rows, then the delivery counts upstream does not show."""
     queue = info.queue
     rows: list[tuple[str, Any]] = [
-        ("Entries", f"{info.items} @ {size(info.bytes)}"),
+        ("Entries", f"{info.items:,} @ {size(info.bytes)}"),
         ("Memory Based", _flag(info.memory)),
         ("Replicas", info.replicas),
-        ("Archive Period", go_duration(queue.max_age) if queue.max_age else "forever"),
+        ("Archive Period", humanize_duration(_seconds(queue.max_age))),
         ("Max Task Tries", limit(queue.max_tries, unlimited=-1)),
         ("Max Run Time", go_duration(queue.max_run_time)),
         ("Max Concurrent", queue.max_concurrent),
@@ -101,8 +107,8 @@ def queue_json(info: QueueInfo) -> dict[str, Any]:
         "max_run_time": queue.max_run_time,
         "max_concurrent": queue.max_concurrent,
         "discard_old": queue.discard_old,
-        "first_item": info.first,
-        "last_item": info.last,
+        "first": info.first,
+        "last": info.last,
         "waiting": info.pending,
         "in_flight": info.in_flight,
         "redelivered": info.redelivered,
@@ -118,8 +124,8 @@ def task_store_json(info: TaskStoreInfo) -> dict[str, Any]:
         "memory": info.memory,
         "replicas": info.replicas,
         "retention": info.retention,
-        "first_entry": info.first,
-        "last_update": info.last,
+        "first": info.first,
+        "last": info.last,
     }
 
 

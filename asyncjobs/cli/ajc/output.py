@@ -195,11 +195,11 @@ def when(value: datetime | None) -> str:
 
 
 def since(value: datetime, now: datetime | None = None) -> str:
-    """How long ago ``value`` was, upstream's way: ``0.10s`` under a minute, else a Go duration (``1h2m3s``)."""
+    """How long ago ``value`` was, as upstream's views say it: ``0.10s``, ``2m16s``, ``2d2h0m0s``."""
+    from asyncjobs.cli.ajc.durations import humanize_duration
+
     seconds = ((now or datetime.now(UTC)) - value).total_seconds()
-    if abs(seconds) < 60:
-        return f"{seconds:.2f}s"
-    return go_duration(round(seconds))
+    return humanize_duration(seconds) if seconds else "0.00s"
 
 
 def when_since(value: datetime | None, now: datetime | None = None) -> str:
