@@ -13,7 +13,7 @@ from asyncjobs.errors import ConfigurationError, JetStreamError, QueueNotFound
 from asyncjobs.jsapi import JetStream
 from asyncjobs.kv import KeyValue
 from asyncjobs.listing import stored_tasks
-from asyncjobs.provisioning import bucket_stream_config, ensure_stream, prepare_events
+from asyncjobs.provisioning import bucket_stream_config, ensure_stream, prepare_events, prepare_tasks
 from asyncjobs.queueadmin import UNCHANGED, QueueAdmin, check_replicas
 from asyncjobs.storage import Storage
 from asyncjobs.storeinfo import BucketInfo, TaskStoreInfo, stream_times
@@ -96,6 +96,34 @@ class Admin(QueueAdmin):
             first=first,
             last=last,
         )
+
+    async def create_task_store(
+        self,
+        *,
+        retention: float | timedelta | None = None,
+        replicas: int | None = None,
+        memory: bool | None = None,
+    ) -> TaskStoreInfo:
+        """Create the task store (and the configuration and election buckets) when missing; an existing store is
+        kept as it is. No queue is created.
+
+        Args:
+            retention: seconds tasks are kept; ``None`` keeps them forever.
+            replicas: stream replicas (default: the client's ``replicas``).
+            memory: keep the store in memory (default: the client's ``memory_storage``).
+
+        Raises:
+            ConfigurationError: a negative retention or replicas outside 1 to 5.
+        """
+        replicas = self._replicas if replicas is None else replicas
+        check_replicas(replicas)
+        await prepare_tasks(
+            self._js,
+            replicas=replicas,
+            memory=self._memory if memory is None else memory,
+            retention_ns=to_ns(retention, name="retention"),
+        )
+        return await self.tasks_info()
 
     async def _task_stream(self) -> dict[str, Any]:
         try:

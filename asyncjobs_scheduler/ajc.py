@@ -239,7 +239,7 @@ def scheduler(name: str | None, monitor: int | None) -> None:
     from asyncjobs_scheduler.cli import run_scheduler
 
     elected_as: str = name
-    options: dict[str, object] = dict(session().connect_options())
+    options: dict[str, object] = dict(session().client_options())
     if monitor:
         options["prometheus_port"] = monitor
 

@@ -281,12 +281,14 @@ async def test_a_fresh_server_has_none_and_reading_creates_nothing(run_ajc: RunA
 
 
 @contextlib.asynccontextmanager
-async def scheduler_process(config_home: Path, *args: str, **env: str) -> AsyncIterator[asyncio.subprocess.Process]:
-    """Our ``ajc tasks cron scheduler ARGS`` running against the test's server; killed if still running at the end."""
+async def scheduler_process(
+    config_home: Path, *args: str, tasks_flags: tuple[str, ...] = (), **env: str
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """Our ``ajc tasks [TASKS_FLAGS] cron scheduler ARGS`` against the test's server; killed if running at the end."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("NATS_", "AJC_")) and k != "CONTEXT"}
     environ.update(XDG_CONFIG_HOME=str(config_home), **env)
     proc = await asyncio.create_subprocess_exec(
-        str(AJC), "tasks", "cron", "scheduler", *args, env=environ, stdout=asyncio.subprocess.PIPE,
+        str(AJC), "tasks", *tasks_flags, "cron", "scheduler", *args, env=environ, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -324,6 +326,25 @@ async def test_scheduler_fires_and_stops_cleanly_on_sigterm(
     assert proc.returncode == 0, log
     assert "scheduler cli-scheduler leads" in log and "INFO" in log
     assert "received SIGTERM: stopping" in log and "Traceback" not in log
+
+
+async def test_scheduler_signs_what_it_enqueues_with_tasks_sign(
+    run_ajc: RunAjc, client: asyncjobs.Client, config_home: Path
+) -> None:
+    from asyncjobs.signing import generate_key_pair
+
+    pair = generate_key_pair()
+    assert (await run_ajc("tasks", "cron", "add", "signed", "every 1s", "beat:signed")).code == 0
+    async with scheduler_process(config_home, "signer", tasks_flags=("--sign", pair.seed_hex)) as proc:
+        ids = await eventually(lambda: fired(client, "signed"), timeout=20, message="tasks fired by our scheduler")
+        await stop(proc, signal.SIGTERM)
+    assert (await client.get_task(ids[0])).signature
+    async with await asyncjobs.connect(client.nc, verification_key=pair.public_key_hex) as verifying:
+        assert (await verifying.get_task(ids[0])).id == ids[0]  # loads only when the signature checks out
+    other = generate_key_pair()
+    async with await asyncjobs.connect(client.nc, verification_key=other.public_key_hex) as verifying:
+        with pytest.raises(asyncjobs.InvalidSignature):
+            await verifying.get_task(ids[0])
 
 
 # ---- beside upstream's ajc ----------------------------------------------------------------------------------------

@@ -227,6 +227,30 @@ async def test_until_idle_processes_everything_then_exits(
     assert "processed 3 tasks, 0 failed" in result.err
 
 
+async def test_tasks_verify_refuses_unsigned_and_wrongly_signed_tasks(
+    run_ajc: RunAjc, client: asyncjobs.Client, nats_url: str, tmp_path: Path
+) -> None:
+    from asyncjobs.signing import generate_key_pair
+
+    pair, other = generate_key_pair(), generate_key_pair()
+    cmd = script(tmp_path, "h.sh", TYPE_SCRIPT)
+    unsigned = await client.enqueue(asyncjobs.Task("t:ok", "plain"))
+    async with await asyncjobs.connect(nats_url, queue="DEFAULT", signing_seed=pair.seed_hex) as signer:
+        signed = await signer.enqueue(asyncjobs.Task("t:ok", "signed"))
+    async with await asyncjobs.connect(nats_url, queue="DEFAULT", signing_seed=other.seed_hex) as stranger:
+        forged = await stranger.enqueue(asyncjobs.Task("t:ok", "forged"))
+    result = await run_ajc(
+        "tasks", "--verify", pair.public_key_hex, "process", "t:ok", "DEFAULT", "1", str(cmd), "--until-idle"
+    )
+    assert result.code == 0, result.err
+    assert (await client.get_task(signed.id)).state == "complete"
+    refused = [await client.get_task(task.id) for task in (unsigned, forged)]
+    assert [(t.state, t.last_err) for t in refused] == [
+        ("terminated", "task is not signed"),
+        ("terminated", "invalid task signature"),
+    ]
+
+
 async def test_a_terminal_gets_a_live_status_line(
     ajc_env: dict[str, str], client: asyncjobs.Client, tmp_path: Path
 ) -> None:

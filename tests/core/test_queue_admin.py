@@ -120,3 +120,15 @@ async def test_bucket_info(make_client: ClientFactory) -> None:
     assert await client.admin.bucket_info("MISSING") is None
     with pytest.raises(asyncjobs.ConfigurationError):
         await client.admin.bucket_info("bad name")
+
+
+async def test_create_task_store_makes_only_the_store(nats_url: str, nc: NATS) -> None:
+    async with await asyncjobs.connect(nats_url, no_storage_init=True) as client:
+        info = await client.admin.create_task_store(retention=3600, memory=True)
+        assert (info.tasks, info.retention, info.memory, info.replicas) == (0, 3600, True, 1)
+        again = await client.admin.create_task_store(retention=60)  # exists: kept as it is
+        assert again.retention == 3600
+        assert await client.admin.queue_names() == []
+        assert await client.admin.bucket_info("CHORIA_AJ_CONFIGURATION") is not None
+        with pytest.raises(asyncjobs.ConfigurationError, match="replicas"):
+            await client.admin.create_task_store(replicas=7)

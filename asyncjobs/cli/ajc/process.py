@@ -390,7 +390,7 @@ def process(
         plan = _Plan(task_type, command, router, remote, app_dir)
         states = {*discard, *(["complete"] if discard_complete else []), *(["expired"] if discard_expired else [])}
         options: dict[str, Any] = {
-            **session().connect_options(),
+            **session().client_options(),
             "concurrency": concurrency,
             "retry_policy": backoff,
             "discard": sorted(states),

@@ -53,6 +53,13 @@ class Session:
 
     settings: dict[str, str] = field(default_factory=dict)
     debug: bool = False
+    signing: dict[str, str] = field(default_factory=dict)
+    """:func:`asyncjobs.connect`'s signing options set by ``ajc tasks --sign/--verify`` for every command under it
+    (tasks added or retried are signed, ``process`` verifies, ``cron scheduler`` signs what it enqueues)."""
+
+    def client_options(self) -> dict[str, Any]:
+        """:meth:`connect_options` and the signing options: what every client of this invocation is given."""
+        return {**self.connect_options(), **self.signing}
 
     def connect_options(self) -> dict[str, Any]:
         """The :func:`asyncjobs.connect` arguments for the connection flags."""
@@ -95,7 +102,7 @@ class Session:
 
         if not init:
             options.setdefault("no_storage_init", True)
-        client = await asyncjobs.connect(queue=queue, **self.connect_options(), **options)
+        client = await asyncjobs.connect(queue=queue, **{**self.client_options(), **options})
         try:
             yield client
         finally:

@@ -24,8 +24,6 @@ DEFAULT_QUEUE = "DEFAULT"
 DEFAULT_LIST_LIMIT = 200
 STATE_NAMES = tuple(state.value for state in TaskState if state.value)
 """The task states a filter may name (the wire names)."""
-SIGNING_META = "asyncjobs.ajc.tasks.signing"
-"""Where ``ajc tasks --sign/--verify`` leave their connect options for the commands below it (``click`` meta)."""
 
 
 @click.group(cls=AliasGroup, aliases=("t", "task"), help="Manage Tasks")
@@ -36,7 +34,7 @@ SIGNING_META = "asyncjobs.ajc.tasks.signing"
 @connection_options()
 @click.pass_context
 def tasks(ctx: click.Context, sign: str | None, verify: str | None) -> None:
-    ctx.meta[SIGNING_META] = signing_options(sign, verify)
+    session().signing.update(signing_options(sign, verify))
 
 
 for _command in (watch, initialize, configure):
@@ -51,12 +49,6 @@ def signing_options(sign: str | None, verify: str | None) -> dict[str, str]:
     if verify:
         options["verification_key_file" if os.path.isfile(verify) else "verification_key"] = verify
     return options
-
-
-def tasks_client(**options: Any) -> contextlib.AbstractAsyncContextManager[Any]:
-    """:meth:`Session.client` with the ``--sign`` and ``--verify`` given to ``ajc tasks``."""
-    signing: dict[str, Any] = click.get_current_context().meta.get(SIGNING_META, {})
-    return session().client(**signing, **options)
 
 
 def queue_binding(name: str) -> Any:
@@ -126,7 +118,7 @@ def add(
         # The payload bytes are the JSON string literal, HTML-escaped as Go's encoder writes it.
         task = asyncjobs.Task(type, dumps(payload), **options)
         try:
-            async with tasks_client(queue=queue_binding(queue_name), init=True) as client:
+            async with session().client(queue=queue_binding(queue_name), init=True) as client:
                 await client.enqueue(task)
         except asyncjobs.QueueNotFound:
             fail(queue_missing(queue_name))
@@ -200,7 +192,7 @@ async def _retry_one(task_id: str, queue_name: str, force: bool) -> None:
     import asyncjobs
 
     try:
-        async with tasks_client(queue=queue_binding(queue_name), init=True) as client:
+        async with session().client(queue=queue_binding(queue_name), init=True) as client:
             with missing_as(task_id):
                 try:
                     await client.retry_task(task_id, force=force)
@@ -226,7 +218,7 @@ async def _retry_many(
     import asyncjobs
 
     out = Output()
-    async with tasks_client() as client:
+    async with session().client() as client:
         with missing_as():
             listing = client.admin.tasks(states=states, task_type=task_type, queue=in_queue, limit=limit)
             found = [task async for task in listing]
@@ -244,7 +236,7 @@ async def _retry_many(
                     if target not in clients:
                         try:
                             clients[target] = await stack.enter_async_context(
-                                tasks_client(queue=queue_binding(target), init=True)
+                                session().client(queue=queue_binding(target), init=True)
                             )
                         except asyncjobs.QueueNotFound:
                             clients[target] = None
@@ -271,7 +263,7 @@ def view(id: str, json_output: bool) -> None:
     """Show one task (upstream's block, or its stored JSON)."""
 
     async def work() -> None:
-        async with tasks_client() as client:
+        async with session().client() as client:
             with missing_as(id):
                 task = await client.get_task(id)
         show_task(Output(json=json_output), task)
@@ -288,7 +280,7 @@ def delete(id: str, force: bool) -> None:
     out.confirm(f"Really remove Task {id}, work queue entries will not be removed", force=force)
 
     async def work() -> None:
-        async with tasks_client() as client:
+        async with session().client() as client:
             with missing_as(id):
                 await client.delete_task(id)
         out.line(f"Removed Task {id}")
@@ -319,7 +311,7 @@ def list_tasks(
 
     async def work() -> None:
         out = Output(json=json_output)
-        async with tasks_client() as client:
+        async with session().client() as client:
             try:
                 total = (await client.admin.tasks_info()).tasks
             except JetStreamError as exc:
@@ -364,7 +356,7 @@ def purge(force: bool) -> None:
     out = Output()
 
     async def work() -> None:
-        async with tasks_client() as client:
+        async with session().client() as client:
             with missing_as():
                 if not force:
                     count = (await client.admin.tasks_info()).tasks

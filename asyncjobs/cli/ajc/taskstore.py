@@ -37,18 +37,11 @@ from asyncjobs.storeinfo import TaskStoreInfo
 @connection_options()
 def initialize(memory: bool, retention: float | None, replicas: int, json_output: bool) -> None:
     """Create the task store (and the configuration and election buckets) when missing; show the store."""
-    from asyncjobs.jsapi import JetStream
-    from asyncjobs.provisioning import prepare_tasks
-    from asyncjobs.wiretime import to_ns
 
     async def work() -> None:
         async with session().client() as client:
             # Only the store, as upstream's `tasks initialize` does: no queue is created.
-            js = JetStream(client.nc, timeout=client.options.request_timeout, api_prefix=client.options.api_prefix)
-            await prepare_tasks(
-                js, replicas=replicas, memory=memory, retention_ns=to_ns(retention or None, name="retention")
-            )
-            info = await client.admin.tasks_info()
+            info = await client.admin.create_task_store(retention=retention or None, replicas=replicas, memory=memory)
         show_store(Output(json=json_output), info)
 
     run(work)
