@@ -186,14 +186,7 @@ class QueueAdmin:
         Raises:
             QueueNotFound: no such queue.
         """
-        validate_name(name, "queue name")
-        try:
-            await self._js.api(
-                f"STREAM.PURGE.{QUEUE_STREAM_PREFIX}{name}", None, f"purging queue {name!r}", errors=QUEUE_ERRORS
-            )
-        except QueueNotFound as exc:
-            raise _missing(name, exc) from exc
-        await self._record_purge(name)
+        await self._empty(name, "PURGE", "purging")
 
     async def delete_queue(self, name: str) -> None:
         """Delete a queue and its items (the tasks stay in the store, ended as for :meth:`purge_queue`).
@@ -201,10 +194,13 @@ class QueueAdmin:
         Raises:
             QueueNotFound: no such queue.
         """
+        await self._empty(name, "DELETE", "deleting")
+
+    async def _empty(self, name: str, operation: str, doing: str) -> None:
         validate_name(name, "queue name")
         try:
             await self._js.api(
-                f"STREAM.DELETE.{QUEUE_STREAM_PREFIX}{name}", None, f"deleting queue {name!r}", errors=QUEUE_ERRORS
+                f"STREAM.{operation}.{QUEUE_STREAM_PREFIX}{name}", None, f"{doing} queue {name!r}", errors=QUEUE_ERRORS
             )
         except QueueNotFound as exc:
             raise _missing(name, exc) from exc

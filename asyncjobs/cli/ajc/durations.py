@@ -7,29 +7,13 @@ refuses it. Views print durations as upstream's do: ``2d2h0m0s``, ``10m0s``, ``4
 
 from __future__ import annotations
 
-import re
-from fractions import Fraction
 from typing import Any, Final
 
 import click
 
-NS_PER_SECOND: Final = 1_000_000_000
+from asyncjobs.durations import NS_PER_SECOND, parse_go_duration
+from asyncjobs.errors import ConfigurationError
 
-_UNITS_NS: Final = {
-    "ns": 1,
-    "us": 1_000,
-    "µs": 1_000,  # U+00B5 MICRO SIGN
-    "μs": 1_000,  # U+03BC GREEK SMALL LETTER MU
-    "ms": 1_000_000,
-    "s": NS_PER_SECOND,
-    "m": 60 * NS_PER_SECOND,
-    "h": 3600 * NS_PER_SECOND,
-    "d": 86400 * NS_PER_SECOND,
-    "w": 7 * 86400 * NS_PER_SECOND,
-    "M": 30 * 86400 * NS_PER_SECOND,
-    "y": 365 * 86400 * NS_PER_SECOND,
-}
-_PART: Final = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h|d|w|M|y)")
 DURATION_HELP: Final = "a duration such as 90s, 10m, 1h30m or 2d (units ns, us, ms, s, m, h, d, w, M, y)"
 
 
@@ -42,21 +26,10 @@ def parse_duration(text: str) -> float:
     rest = text.strip()
     if rest.startswith("-"):
         raise ValueError(f"duration {text!r} is negative: use a positive duration such as 90s, 10m or 1h")
-    rest = rest.removeprefix("+")
-    if rest == "0":
-        return 0.0
-    total = Fraction(0)
-    position = 0
-    while position < len(rest):
-        match = _PART.match(rest, position)
-        if match is None:
-            break
-        number, unit = match.groups()
-        total += Fraction(number.rstrip(".") or "0") * _UNITS_NS[unit]
-        position = match.end()
-    if not rest or position != len(rest):
-        raise ValueError(f"invalid duration {text!r}: use {DURATION_HELP}")
-    return float(total / NS_PER_SECOND)
+    try:
+        return parse_go_duration(rest, calendar_units=True) / NS_PER_SECOND
+    except ConfigurationError:
+        raise ValueError(f"invalid duration {text!r}: use {DURATION_HELP}") from None
 
 
 class DurationType(click.ParamType):  # type: ignore[type-arg]  # generic in recent click only
