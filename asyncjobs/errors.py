@@ -159,8 +159,8 @@ class RemoteHandlerError(AsyncJobsError):
         output: what a failed external command wrote (standard output and error together), else ``""``.
     """
 
-    def __init__(self, message: str, *, output: str = "") -> None:
-        super().__init__(message)
+    def __init__(self, *args: object, output: str = "") -> None:
+        super().__init__(*args)
         self.output = output
 
 
