@@ -14,7 +14,7 @@ from typing import Any, Final, NoReturn
 
 import asyncjobs
 from asyncjobs.cli.ajc.durations import humanize_duration
-from asyncjobs.cli.ajc.output import Output, size, when
+from asyncjobs.cli.ajc.output import Output, size, table_width, when
 from asyncjobs.cli.ajc.session import EXIT_FAILED, fail
 from asyncjobs.codec import loads_object
 from asyncjobs.constants import CONFIG_BUCKET, JS_ERR_STREAM_NOT_FOUND
@@ -179,14 +179,9 @@ def list_table(out: Output, found: Sequence[Stored], now: datetime | None = None
         row = [schedule.name, schedule.wire_spec, schedule.queue or "", schedule.task_type, when(schedule.created)]
         rows.append([*row, upcoming])
     headers = [*LIST_HEADERS, NEXT_HEADER]
-    if out.interactive and _table_width(headers, rows) > out.console.width:
+    if out.interactive and table_width(headers, rows) > out.console.width:
         headers, rows = headers[:-1], [row[:-1] for row in rows]  # upstream's columns first: Next goes
     out.table(f"{len(found)} Scheduled Task(s)", headers, rows)
-
-
-def _table_width(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> int:
-    widths = [max([len(header), *(len(row[column]) for row in rows)]) for column, header in enumerate(headers)]
-    return sum(width + 3 for width in widths) + 1  # "│ " before each cell, " " after, and the closing "│"
 
 
 def next_table(out: Output, schedule: Schedule, dues: Sequence[datetime]) -> None:

@@ -8,7 +8,7 @@ JSON line per item for streams (``tasks watch``).
 from __future__ import annotations
 
 import contextlib
-import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -29,6 +29,10 @@ PIPE_WIDTH: Final = 250
 """Columns assumed when stdout is not a terminal: wide enough that no table row wraps."""
 TIME_FORMAT: Final = "%d %b %y %H:%M:%S UTC"
 """Go's ``time.RFC822`` in UTC (``01 Dec 26 06:12:51 UTC``), which upstream's ``ajc`` prints."""
+
+TIME_CELL_WIDTH: Final = 9
+"""A column of two-line times is never narrower than a line of one (``01 Dec 26``, ``07:04:53``)."""
+_UTC_CELL: Final = re.compile(r"^(\d\d \w{3} \d\d) (\d\d:\d\d:\d\d) UTC$")
 
 STATE_STYLES: Final = {
     "new": "cyan",
@@ -52,7 +56,8 @@ STATE_STYLES: Final = {
 
 
 def _console(stream: Any) -> Console:
-    width = None if stream.isatty() else int(os.environ.get("COLUMNS", "0") or 0) or PIPE_WIDTH
+    # A pipe gets every row whole, whatever COLUMNS says (rich would squeeze the columns to fit it).
+    width = None if stream.isatty() else PIPE_WIDTH
     return Console(file=stream, width=width, highlight=False, soft_wrap=False, emoji=False)
 
 
@@ -87,13 +92,25 @@ class Output:
 
     # ---- layouts ----------------------------------------------------------------------------------------------
 
-    def table(self, title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        """A rounded, boxed table with its title boxed above the header, as upstream draws its lists."""
-        table = Table(box=box.ROUNDED, show_lines=False, header_style="bold" if self.interactive else "")
-        for header in headers:
-            table.add_column(header, overflow="fold" if self.interactive else "ignore", no_wrap=not self.interactive)
-        for row in rows:
-            table.add_row(*(cell if isinstance(cell, Text) else Text(str(cell)) for cell in row))
+    def table(
+        self, title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]], *, whole: Sequence[int] = (0,)
+    ) -> None:
+        """A rounded, boxed table with its title boxed above the header, as upstream draws its lists.
+
+        On a terminal narrower than the table, cells wrap, except those of the ``whole`` columns (the first, an
+        id or a name, by default), which an operator copies.
+        """
+        cells = [[cell if isinstance(cell, Text) else Text(str(cell)) for cell in row] for row in rows]
+        table = self._table(headers, cells, whole)
+        if self.interactive and table_width(headers, cells) > self.console.width:
+            # Too wide for this terminal: before any cell is cut up, times go on two lines (date, then time) under a
+            # header that names their zone, and the table loses its outer padding.
+            times = {i for i in range(len(headers)) if cells and all(_UTC_CELL.match(r[i].plain) for r in cells)}
+            headers = [f"{h} (UTC)" if i in times else h for i, h in enumerate(headers)]
+            cells = [[_two_line_time(c) if i in times else c for i, c in enumerate(row)] for row in cells]
+            if _least_width(headers, cells, whole) > self.console.width:
+                whole = ()  # even so it cannot fit whole ids: better folded than a broken table
+            table = self._table(headers, cells, whole, narrow=True)
         with self.console.capture() as captured:
             self.console.print(table)
         lines = captured.get().splitlines()
@@ -108,6 +125,25 @@ class Output:
         for line in lines:
             self.console.print(Text.from_ansi(line), overflow="ignore", crop=False)
         self.console.print()
+
+    def _table(
+        self, headers: Sequence[str], cells: list[list[Text]], whole: Sequence[int], *, narrow: bool = False
+    ) -> Table:
+        style = "bold" if self.interactive else ""
+        table = Table(box=box.ROUNDED, show_lines=False, header_style=style, pad_edge=not narrow)
+        for index, header in enumerate(headers):
+            column = [row[index] for row in cells if index < len(row)]
+            if not self.interactive:
+                table.add_column(header, overflow="ignore", no_wrap=True)
+            elif index in whole:
+                table.add_column(header, no_wrap=True, min_width=max([len(header), *(c.cell_len for c in column)]))
+            elif any("\n" in cell.plain for cell in column):  # two-line times: never cut further
+                table.add_column(header, overflow="fold", min_width=TIME_CELL_WIDTH)
+            else:
+                table.add_column(header, overflow="fold")
+        for row in cells:
+            table.add_row(*row)
+        return table
 
     def block(self, title: str | None, rows: Sequence[tuple[str, Any]], *, width: int = KEY_WIDTH) -> None:
         """A heading line, a blank line, then ``key: value`` rows with the keys right-aligned (upstream's views).
@@ -164,6 +200,33 @@ class Output:
         with progress:
             task = progress.add_task(description, total=total)
             yield ProgressBar(progress, task)
+
+
+def _least_width(headers: Sequence[str], cells: Sequence[Sequence[Text]], whole: Sequence[int]) -> int:
+    """The narrowest a narrow table can be drawn: whole columns at their widest, others at their longest word."""
+    total = 3 * len(headers) - 1  # borders and padding, without the outer padding
+    for index, header in enumerate(headers):
+        column = [row[index].plain for row in cells if index < len(row)]
+        if index in whole:
+            total += max([len(header), *(len(text) for text in column)])
+        else:
+            total += max([len(word) for text in [header, *column] for word in text.split()] or [1])
+    return total
+
+
+def _two_line_time(cell: Text) -> Text:
+    match = _UTC_CELL.match(cell.plain)
+    return Text(f"{match[1]}\n{match[2]}", style=cell.style) if match else cell
+
+
+def table_width(headers: Sequence[str], rows: Sequence[Sequence[Text | str]]) -> int:
+    """Columns a boxed table takes with no cell wrapped: each column's widest cell, its padding and the borders."""
+    widths = [len(header) for header in headers]
+    for row in rows:
+        for index, cell in enumerate(row[: len(widths)]):
+            text = cell.plain if isinstance(cell, Text) else str(cell)
+            widths[index] = max(widths[index], *(len(line) for line in text.splitlines() or [""]))
+    return sum(widths) + 3 * len(widths) + 1
 
 
 class ProgressBar:
