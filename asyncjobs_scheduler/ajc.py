@@ -51,7 +51,7 @@ MAX_NEXT_COUNT: Final = 10_000
 ADD_HELP: Final = """Adds a Scheduled Task entry
 
 NAME: a unique name for this Scheduled Task (letters, digits, _, : and -). SCHEDULE: five cron fields such as
-'*/5 * * * *', a descriptor (@daily, @hourly, ...; upstream's words daily, hourly, every ... get the @ added), or
+'*/5 * * * *', a descriptor (@daily, @hourly, ...; the words daily, hourly, every ... get the @ added), or
 '@every 10m'; the zone is --timezone or a 'CRON_TZ=<zone> ' prefix. TYPE: the type of each task."""
 SCHEDULER_HELP: Final = """Runs the Scheduled Task Scheduler
 
@@ -87,7 +87,7 @@ def _seconds(text: str | None, flag: str) -> float | None:
 @click.argument("name")
 @click.argument("schedule")
 @click.argument("task_type", metavar="TYPE")
-@click.option("--payload", default="", help="the task payload, stored as a JSON string as upstream's ajc does")
+@click.option("--payload", default="", help="the task payload, stored as a JSON string, as Go's ajc stores it")
 @click.option("--raw-payload", is_flag=True, help="store --payload's bytes as they are (e.g. a JSON object)")
 @click.option("--queue", "-q", default=DEFAULT_QUEUE, show_default=True, help="the queue to add the tasks to")
 @click.option("--deadline", metavar="DURATION", help="how long after its due time a task may start (at least 30s)")

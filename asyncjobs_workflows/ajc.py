@@ -256,7 +256,8 @@ def list_runs(state: str | None, workflow_name: str | None, limit: int | None, j
         if not runs:
             out.line("No Workflow Runs found")
             return
-        title = f"{len(shown)} of {len(runs)} Workflow Runs" if len(shown) < len(runs) else f"{len(runs)} Workflow Runs"
+        count = f"{len(shown)} of {len(runs)}" if len(shown) < len(runs) else f"{len(runs)}"
+        title = f"{count} Workflow Run(s)"
         headers = ("Run ID", "Workflow", "State", "Steps", "Created", "Finished")
         rows = [
             (

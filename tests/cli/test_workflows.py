@@ -207,14 +207,14 @@ async def test_list_filters_and_json(run_ajc: RunAjc, engine: Engine, tmp_path: 
     )
     assert table.code == 0, table.err
     rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in table.out.splitlines() if line.startswith("│")]
-    assert rows[0] == ["2 Workflow Runs"]
+    assert rows[0] == ["2 Workflow Run(s)"]
     assert rows[1] == ["Run ID", "Workflow", "State", "Steps", "Created", "Finished"]
     assert [row[:4] for row in rows[2:]] == [["l1", "diamond", "complete", "4/4"], ["l2", "failing", "failed", "4/4"]]
     assert all(re.fullmatch(r"\d\d \w{3} \d\d \d\d:\d\d:\d\d UTC", cell) for row in rows[2:] for cell in row[4:])
 
     listed = failed.json()
     assert isinstance(listed, list) and [run["id"] for run in listed] == ["l2"]
-    assert "1 of 2 Workflow Runs" in newest.out and "│ l2 " in newest.out and "│ l1 " not in newest.out
+    assert "1 of 2 Workflow Run(s)" in newest.out and "│ l2 " in newest.out and "│ l1 " not in newest.out
     assert bad.code == 2 and "sleeping" in bad.err
     of_workflow = failing.json()
     assert isinstance(of_workflow, list) and [(run["id"], run["steps_done"]) for run in of_workflow] == [("l2", 4)]

@@ -59,13 +59,13 @@ Runs COMMAND (an executable file) once per task of type TYPE from the existing q
 the task's JSON is in the file named by $CHORIA_AJ_TASK, the command's output becomes the task's result, and a
 non-zero exit fails the try (the task is retried). With --remote each task is sent to the request-reply service
 for its type instead. TYPE, QUEUE, CONCURRENCY and COMMAND may come from $AJC_TYPE, $AJC_QUEUE, $AJC_CONCURRENCY and
-$AJC_COMMAND, as upstream's do.
+$AJC_COMMAND, as with Go's ajc.
 
 A Python router may be given by import path instead of COMMAND (MODULE:ATTR when no such file exists, or --router
 MODULE:ATTR), an asyncjobs.Router or a callable returning one, imported from --app-dir. TYPE then picks which of
 its types are served: those starting with TYPE (or the handler TYPE falls to); '{ALL_TYPES}' serves them all. With a
 command or --remote, '{ALL_TYPES}' handles every type. Tasks of other types fail with "no handler" and are retried,
-as upstream's do.
+as with Go's ajc.
 
 SIGTERM or SIGINT stops taking tasks and lets running handlers finish (--shutdown-grace); a second one hands their
 tasks back to the queue at once (exit 128+signal)."""
