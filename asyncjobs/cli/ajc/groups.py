@@ -106,14 +106,3 @@ class AliasGroup(click.Group):
             return cmd
 
         return decorate
-
-    def group(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], click.Group]:  # type: ignore[override]
-        """A sub-group (``aliases=(...)`` allowed) whose commands have aliases too."""
-        make = super().group
-        kwargs.setdefault("cls", AliasGroup)
-
-        def decorate(function: Callable[..., Any]) -> click.Group:
-            grp: click.Group = make(*args, **kwargs)(connection_options()(function))
-            return grp
-
-        return decorate
