@@ -47,6 +47,7 @@ from asyncjobs.errors import (
     TaskConflict,
     TaskNotFound,
 )
+from asyncjobs.inline import take_inline
 from asyncjobs.stored import StoredMessage, decode_stored
 
 log = logging.getLogger("asyncjobs")
@@ -194,7 +195,8 @@ class JetStream:
             async with self._subscribing:
                 if not self._inbox:
                     inbox = self.nc.new_inbox() + "."
-                    await self.nc.subscribe(inbox + "*", cb=self._on_reply)
+                    sub = await self.nc.subscribe(inbox + "*", cb=self._on_reply)
+                    take_inline(sub, self._take_reply)
                     self._inbox = inbox
         return self._inbox
 
@@ -210,10 +212,14 @@ class JetStream:
                 _expire(self._pending[token])
         self._sweeper = loop.call_later(SWEEP_INTERVAL_S, self._sweep)
 
-    async def _on_reply(self, msg: Msg) -> None:
+    def _take_reply(self, msg: Msg) -> bool:
         future = self._pending.get(msg.subject[len(self._inbox) :])
         if future is not None and not future.done():
             future.set_result(msg)
+        return True
+
+    async def _on_reply(self, msg: Msg) -> None:
+        self._take_reply(msg)
 
     async def request_raw(
         self, subject: str, payload: bytes, what: str, *, headers: dict[str, str] | None = None

@@ -23,6 +23,7 @@ from nats.aio.subscription import Subscription
 
 from asyncjobs.constants import HDR_DESCRIPTION, HDR_PENDING_MESSAGES, HDR_STATUS
 from asyncjobs.errors import ClientClosedError
+from asyncjobs.inline import take_inline
 from asyncjobs.metrics import METRICS
 from asyncjobs.retry import RETRY_LINEAR_TEN_SECONDS
 
@@ -116,6 +117,7 @@ class Puller:
             ClientClosedError: the connection was closed for good (by its owner, or by the server).
         """
         self.sub = await self.nc.subscribe(self.inbox, cb=self._on_message)
+        take_inline(self.sub, self._take)
         self.wake.set()
         try:
             while True:
@@ -189,25 +191,34 @@ class Puller:
             if self.on_recovered is not None:
                 self.on_recovered()
 
+    def _take(self, msg: Msg) -> bool:
+        """Take a delivered item or a heartbeat at once; leave the other status messages to :meth:`_on_message`."""
+        headers = msg.headers
+        status = headers.get(HDR_STATUS) if headers else None
+        if status is not None and status != "100" and not (msg.data and msg.reply):
+            return False
+        self.last_activity = time.monotonic()
+        if status is None or status == "100":
+            self._answered()
+        if status == "100" and not (msg.data and msg.reply):
+            return True  # idle heartbeat
+        self.errors = 0
+        if self.outstanding > 0:
+            self.outstanding -= 1
+        if self.free > 0:
+            self.free -= 1
+            self.deliver(msg)
+        else:
+            # More arrived than asked for (requests re-issued after a reconnect): keep it for the next slot.
+            self.overflow.append(msg)
+        return True
+
     async def _on_message(self, msg: Msg) -> None:
+        if self._take(msg):
+            return
         self.last_activity = time.monotonic()
         headers = msg.headers
         status = headers.get(HDR_STATUS) if headers else None
-        if status is None or status == "100":
-            self._answered()
-        if status is None or (msg.data and msg.reply):
-            self.errors = 0
-            if self.outstanding > 0:
-                self.outstanding -= 1
-            if self.free > 0:
-                self.free -= 1
-                self.deliver(msg)
-            else:
-                # More arrived than asked for (requests re-issued after a reconnect): keep it for the next slot.
-                self.overflow.append(msg)
-            return
-        if status == "100":
-            return  # idle heartbeat
         if status == "408":
             self.errors = 0  # the consumer answered: whatever failed before works again
         assert headers is not None

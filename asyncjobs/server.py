@@ -221,6 +221,11 @@ class NatsServer:
         return self._store_dir
 
     @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (to watch its CPU or memory), else None."""
+        return self._proc.pid if self.running and self._proc is not None else None
+
+    @property
     def running(self) -> bool:
         """Whether the process was started and has not been stopped or killed."""
         return self._proc is not None and self._proc.returncode is None and not self._killed

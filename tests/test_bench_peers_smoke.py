@@ -35,9 +35,14 @@ def test_quick_run_of_the_asyncjobs_adapter(tmp_path: Path) -> None:
     system = json.loads(saved.read_text())["systems"]["asyncjobs"]
     assert system["notes"] == []
     figures = system["figures"]
-    for key in ("enqueue", "enqueue_batch", "drain", "drain_c100", "steady", "rss_idle", "rss_load"):
+    keys = ("enqueue", "enqueue_batch", "drain", "drain_c100", "steady", "rss_idle", "rss_load", "pss_idle", "pss_load")
+    for key in (*keys, "cpu_worker", "cpu_server"):
         assert len(figures[key]) == 1, key
         assert figures[key][0] > 0, key
+    # Shared pages count once per process in RSS and are split between the processes in PSS.
+    assert figures["pss_load"][0] < figures["rss_load"][0]
+    # A worker and its servers spend at least some CPU on a task, and not a whole core-second.
+    assert 1 < figures["cpu_worker"][0] < 1_000_000 and 1 < figures["cpu_server"][0] < 1_000_000
     p50, p99 = figures["lat_p50"][0], figures["lat_p99"][0]
     assert 0 < p50 <= p99
     assert system["default_concurrency"] == str(WORKER_CONCURRENCY)

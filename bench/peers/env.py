@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Final, Self
+from typing import Any, Final, NamedTuple, Self
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 ADAPTERS: Final = Path(__file__).resolve().parent / "adapters"
@@ -33,6 +33,7 @@ APT_TIMEOUT_S: Final = 600.0
 READY_TIMEOUT_S: Final = 60.0
 STOP_TIMEOUT_S: Final = 15.0
 TAIL_LINES: Final = 20
+CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 
 
 class EnvError(Exception):
@@ -242,6 +243,11 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
     async def __aenter__(self) -> Self:
         self._dir = tempfile.mkdtemp(prefix="peers-redis-")
         self.port = free_port()
@@ -292,18 +298,51 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
-def tree_rss_bytes(root: int) -> int:
-    """The resident memory of every descendant of process ``root`` (``root`` itself not counted), in bytes."""
-    tree, total = _children(), 0
-    todo = list(tree.get(root, []))
+def _tree(root: int) -> list[int]:
+    """Every descendant of process ``root`` (``root`` itself not included)."""
+    tree = _children()
+    found, todo = [], list(tree.get(root, []))
     while todo:
         pid = todo.pop()
+        found.append(pid)
         todo += tree.get(pid, [])
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system) process ``pid`` used so far, or 0 once it is gone."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return 0.0
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """The CPU time used so far by every descendant of process ``root`` (``root`` itself not counted)."""
+    return sum(cpu_seconds(pid) for pid in _tree(root))
+
+
+class Memory(NamedTuple):
+    """The memory of a group of processes, in bytes."""
+
+    rss: int
+    """Resident set sizes added up: a page two processes share counts twice."""
+    pss: int
+    """Proportional set sizes added up: a page shared by n processes counts 1/n in each, so the sum is what the
+    group holds, without double counting."""
+
+
+def tree_memory(root: int) -> Memory:
+    """The memory of every descendant of process ``root`` (``root`` itself not counted)."""
+    rss = pss = 0
+    for pid in _tree(root):
         with contextlib.suppress(OSError, ValueError, IndexError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-    return total
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1]) * 1024
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1]) * 1024
+    return Memory(rss, pss)
 
 
 async def run_json(argv: list[str], *, env: dict[str, str], timeout_s: float) -> dict[str, Any]:
@@ -356,8 +395,11 @@ class WorkerProcess:
         """The adapter's exit status; None while it runs."""
         return None if self._proc is None else self._proc.returncode
 
-    def rss_bytes(self) -> int:
-        return tree_rss_bytes(self.pid)
+    def memory(self) -> Memory:
+        return tree_memory(self.pid)
+
+    def cpu_seconds(self) -> float:
+        return tree_cpu_seconds(self.pid)
 
     async def __aenter__(self) -> Self:
         log = self._log_path.open("ab")

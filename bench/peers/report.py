@@ -27,12 +27,16 @@ FIGURES: Final = (
     ("enqueue", "enqueue, one call at a time", "tasks/s"),
     ("enqueue_batch", "bulk enqueue, chunks of 1,000", "tasks/s"),
     ("drain", "drain, default concurrency", "tasks/s"),
+    ("cpu_worker", "drain: CPU per task, worker processes", "us"),
+    ("cpu_server", "drain: CPU per task, servers (Redis, nats-server)", "us"),
     ("drain_c100", "drain, concurrency 100", "tasks/s"),
     ("steady", "steady state, 2 producers", "tasks/s"),
     ("lat_p50", "latency p50 at {rate} tasks/s", "ms"),
     ("lat_p99", "latency p99 at {rate} tasks/s", "ms"),
     ("rss_idle", "worker RSS, idle", "MB"),
     ("rss_load", "worker RSS, under load (peak)", "MB"),
+    ("pss_idle", "worker PSS, idle", "MB"),
+    ("pss_load", "worker PSS, under load (peak)", "MB"),
 )
 """Every figure: key, label, unit, in table order."""
 LABELS: Final = {
@@ -206,16 +210,25 @@ take turns system by system, so a drift in the machine's load hits all alike.
   is the rate of the whole pipeline.
 - **latency**: the workers run idle (after the warm-up), one producer enqueues at a fixed rate, each task carrying
   `time.time_ns()` taken just before its enqueue call; the handler records `time.time_ns()` minus that at its start.
+- **CPU per task**: during the default drain, the CPU time (user and system, from `/proc`) the worker command's
+  processes used, and apart from it what the servers used: Redis for every system, plus nats-server for the NATS
+  ones; each divided by the tasks done. On a machine whose cores are all busy, the rate is about the cores divided
+  by the sum of the two (and the orchestrator's polling).
 - **worker RSS**: the resident memory summed over every process of the worker command (a supervisor or main
   process included), idle after the warm-up, and the peak sampled during the default drain and the steady state.
+  Each process counts every page it maps, so pages the processes share (the Python binary, shared libraries,
+  pages a forked worker still shares with its parent) count once per process. **Worker PSS** is the same sum of
+  proportional set sizes, where a page shared by n processes counts 1/n in each: the memory the command holds.
 - **sweep**: drain rate with the concurrency per process set to each level (asyncjobs `--concurrency`, Dramatiq
   `--threads`, Celery `--concurrency` threads, arq `max_jobs`, SAQ `concurrency`, taskiq `--max-async-tasks`).
 
 Settings are each system's defaults, except: Celery `--pool threads` (its default concurrency is the number of
 CPUs) without gossip, mingle and heartbeats, results ignored; RQ's `SimpleWorker` (no fork per job); arq's
 `poll_delay` at 10 ms instead of 0.5 s; Dramatiq `max_retries=0` (no task fails anyway). Dramatiq's Redis
-consumer backs off up to 1 s when it finds its queue empty, which its latency p99 shows. Every asyncio system runs
-on the standard event loop: no `uvloop` is installed in any virtualenv (asyncjobs without its `uvloop` extra).
+consumer backs off up to 1 s when it finds its queue empty, which its latency p99 shows. asyncjobs is installed
+with its `uvloop` extra, which its worker command uses when present (the default `./dev` set-up installs it too);
+no other virtualenv has `uvloop`, so the other asyncio systems run on the standard event loop, as their worker
+commands do by default.
 """
 
 

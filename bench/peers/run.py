@@ -79,11 +79,20 @@ class Span:
     end: float
     target: int
     rss_peak: int
+    pss_peak: int
+    worker_cpu_s: float = float("nan")
+    """CPU time of the worker command's processes over the span."""
+    server_cpu_s: float = float("nan")
+    """CPU time of the servers (Redis, and nats-server for a NATS system) over the span."""
 
     @property
     def rate(self) -> float:
         done, seconds = self.target - self.first_count, self.end - self.start
         return done / seconds if done > 0 and seconds > 0 else float("nan")
+
+    def cpu_us_per_task(self, cpu_s: float) -> float:
+        done = self.target - self.first_count
+        return cpu_s / done * 1e6 if done > 0 else float("nan")
 
 
 class Bench:
@@ -113,6 +122,11 @@ class Bench:
         queue = f"pb_{label}_{self._serial}"
         return queue, f"pb:{queue}"
 
+    def server_cpu_seconds(self) -> float:
+        """CPU time used so far by Redis and, for a NATS system, by its nats-server."""
+        pids = [self.redis.pid] + ([self._nats.pid] if self._nats is not None and self._nats.pid else [])
+        return sum(env.cpu_seconds(pid) for pid in pids)
+
     async def close(self) -> None:
         if self._nats is not None:
             await self._nats.stop()
@@ -139,27 +153,32 @@ class Bench:
         return WorkerProcess(argv, self._env, LOGS / f"{self.name}.log")
 
     async def until(self, counter: str, target: int, worker: WorkerProcess, *, base: int = 0) -> Span:
-        """Poll the counter until it reaches ``target``, sampling the worker's RSS on the way.
+        """Poll the counter until it reaches ``target``, sampling the worker's RSS on the way, and the CPU time of
+        the workers and servers from the first task done to the last.
 
         Raises:
             EnvError: the worker exited, or the count stalled past the plan's bound.
         """
         deadline = time.monotonic() + self.plan.timeout_s(target - base)
         first: tuple[float, int] | None = None
-        peak, next_rss = 0, 0.0
+        peak, next_rss = env.Memory(0, 0), 0.0
+        cpu = (0.0, 0.0)
         while True:
             now = time.perf_counter()
             count = await self.resp.count(counter)
             if first is None and count > base:
-                first = (now, count)
+                first, cpu = (now, count), (worker.cpu_seconds(), self.server_cpu_seconds())
             if count >= target and first is not None:
-                return Span(first[0], first[1], now, target, peak)
+                worker_cpu, server_cpu = worker.cpu_seconds() - cpu[0], self.server_cpu_seconds() - cpu[1]
+                return Span(first[0], first[1], now, target, peak.rss, peak.pss, worker_cpu, server_cpu)
             if worker.returncode is not None:
                 raise EnvError(f"the worker exited ({worker.returncode}) at {count} of {target} tasks")
             if time.monotonic() > deadline:
                 raise EnvError(f"stalled at {count} of {target} tasks")
             if now >= next_rss:
-                peak, next_rss = max(peak, worker.rss_bytes()), now + RSS_EVERY_S
+                memory = worker.memory()
+                peak = env.Memory(max(peak.rss, memory.rss), max(peak.pss, memory.pss))
+                next_rss = now + RSS_EVERY_S
             await asyncio.sleep(POLL_S)
 
     async def drain(self, queue: str, counter: str, n: int, concurrency: int) -> tuple[Span, str]:
@@ -212,15 +231,18 @@ async def step(system: SystemResults, what: str, work: Any) -> Any:
 
 async def one_round(bench: Bench, system: SystemResults) -> None:
     """Every figure of one repetition, for one system."""
-    n, peaks = bench.plan.tasks, []
+    n, peaks = bench.plan.tasks, list[env.Memory]()
     queue, counter = await bench.fresh("drain")
     rate = await step(system, "enqueue", bench.enqueue(queue, counter, n))
     if rate is not None:
         system.add("enqueue", rate)
         drained = await step(system, "drain", bench.drain(queue, counter, n, 0))
         if drained is not None:
-            system.add("drain", drained[0].rate)
-            peaks.append(drained[0].rss_peak)
+            span = drained[0]
+            system.add("drain", span.rate)
+            system.add("cpu_worker", span.cpu_us_per_task(span.worker_cpu_s))
+            system.add("cpu_server", span.cpu_us_per_task(span.server_cpu_s))
+            peaks.append(env.Memory(span.rss_peak, span.pss_peak))
             system.default_concurrency = drained[1]
     queue, counter = await bench.fresh("batch")
     rate = await step(system, "bulk enqueue", bench.enqueue(queue, counter, n, batch=True))
@@ -233,28 +255,31 @@ async def one_round(bench: Bench, system: SystemResults) -> None:
         if drained is not None:
             system.add("drain_c100", drained[0].rate)
     queue, counter = await bench.fresh("steady")
-    peak = await step(system, "idle, latency and steady state", steady_stage(bench, system, queue, counter))
-    if peak is not None:
-        peaks.append(peak)
+    steady_peak = await step(system, "idle, latency and steady state", steady_stage(bench, system, queue, counter))
+    if steady_peak is not None:
+        peaks.append(steady_peak)
     if peaks:
-        system.add("rss_load", max(peaks) / 2**20)
+        system.add("rss_load", max(peak.rss for peak in peaks) / 2**20)
+        system.add("pss_load", max(peak.pss for peak in peaks) / 2**20)
 
 
-async def steady_stage(bench: Bench, system: SystemResults, queue: str, counter: str) -> int:
-    """Idle RSS, latency and steady state on one running worker; returns the RSS peak under load."""
+async def steady_stage(bench: Bench, system: SystemResults, queue: str, counter: str) -> env.Memory | None:
+    """Idle memory, latency and steady state on one running worker; returns the memory peak under load."""
     async with bench.worker(queue, counter, 0) as worker:
         await bench.warm(queue, counter, worker)
         await asyncio.sleep(SETTLE_S)
-        system.add("rss_idle", worker.rss_bytes() / 2**20)
+        idle = worker.memory()
+        system.add("rss_idle", idle.rss / 2**20)
+        system.add("pss_idle", idle.pss / 2**20)
         latency = await step(system, "latency", bench.latency(queue, counter))
         if latency is not None:
             system.add("lat_p50", latency[0])
             system.add("lat_p99", latency[1])
         span = await step(system, "steady state", bench.steady(queue, counter, worker))
         if span is None:
-            return 0
+            return None
         system.add("steady", span.rate)
-        return int(span.rss_peak)
+        return env.Memory(span.rss_peak, span.pss_peak)
 
 
 async def sweep(bench: Bench, system: SystemResults) -> None:
