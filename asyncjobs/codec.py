@@ -327,10 +327,19 @@ class LeaderElectedEvent:
 Event = TaskStateEvent | LeaderElectedEvent
 
 
+_second_text: tuple[int, str] = (-1, "")
+"""The last whole second an event was stamped with, formatted: events come many to a second."""
+
+
 def _event_base(now_ns: int) -> tuple[str, str]:
+    global _second_text
     now_s = now_ns // NS_PER_SECOND
     # The timestamp is the KSUID's own time, whole seconds, as upstream derives it.
-    return new_ksuid(now=now_s, secure=False), format_time(WireTime(now_s * NS_PER_SECOND))
+    second, text = _second_text
+    if second != now_s:
+        text = format_time(WireTime(now_s * NS_PER_SECOND))
+        _second_text = (now_s, text)
+    return new_ksuid(now=now_s, secure=False), text
 
 
 def encode_task_event(task: Task, *, now_ns: int | None = None) -> bytes:

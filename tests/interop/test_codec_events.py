@@ -87,6 +87,24 @@ def test_task_age_is_now_minus_created_rounded_to_the_millisecond() -> None:
     assert age == now_ns - utc_ns(2026, 7, 22, 9, 0, 0, 123_000_000) == 1_182_456_789
 
 
+def test_event_timestamps_are_the_whole_second_of_each_event() -> None:
+    # In this order: one second's text is reused for the events of that second; a later or an earlier second, or
+    # the same one again after another, gets its own.
+    task = decode_task(golden("task_retry.json"))
+    walk = [
+        (utc_ns(2026, 7, 22, 9, 0, 1, 1), "2026-07-22T09:00:01Z"),
+        (utc_ns(2026, 7, 22, 9, 0, 1, 999_999_999), "2026-07-22T09:00:01Z"),
+        (utc_ns(2026, 7, 22, 9, 0, 2), "2026-07-22T09:00:02Z"),
+        (utc_ns(2026, 7, 22, 8, 59, 59, 500), "2026-07-22T08:59:59Z"),
+        (utc_ns(2026, 7, 22, 9, 0, 1, 1), "2026-07-22T09:00:01Z"),
+        (utc_ns(2026, 12, 31, 23, 59, 59, 999_999_999), "2026-12-31T23:59:59Z"),
+        (utc_ns(2027, 1, 1, 0, 0, 0), "2027-01-01T00:00:00Z"),
+    ]
+    for now_ns, timestamp in walk:
+        assert orjson.loads(encode_task_event(task, now_ns=now_ns))["timestamp"] == timestamp
+        assert orjson.loads(encode_leader_event("a", "b", now_ns=now_ns))["timestamp"] == timestamp
+
+
 def test_leader_event_encodes_with_go_field_order() -> None:
     now_ns = utc_ns(2026, 7, 22, 9, 0, 2, 750_000_000)
     encoded = encode_leader_event("sched1.example.net", "task_scheduler", now_ns=now_ns)
