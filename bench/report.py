@@ -19,7 +19,7 @@ TARGET_PCT: Final = 80.0
 
 GROUPS: Final = (
     ("Raw JetStream (nats-py)", ("raw_publish", "raw_pull")),
-    ("Hand-made task cycle (nats-py + orjson)", ("hand_enqueue", "hand_cycle", "hand_cpu")),
+    ("Hand-made task cycle (nats-py + orjson)", ("hand_enqueue", "hand_enqueue_seq", "hand_cycle", "hand_cpu")),
     ("asyncjobs library", ("lib_enqueue_many", "lib_enqueue", "lib_run", "lib_cpu", "lat_p50", "lat_p99")),
 )
 
@@ -124,6 +124,12 @@ def verdict(results: Results) -> str:
             f"{_fmt(results.median('lib_cpu') or 0, 'us')} us instead of {_fmt(results.median('hand_cpu') or 0, 'us')}"
             f" us ({cpu:.0f} % efficiency)."
         )
+    library, hand = results.median("lib_enqueue"), results.median("hand_enqueue_seq")
+    if library is not None and hand:
+        text += (
+            f" One enqueue at a time, the library runs at **{100.0 * library / hand:.0f} %** of the same writes made "
+            f"by hand ({_fmt(library, 'tasks/s')} / {_fmt(hand, 'tasks/s')} tasks/s)."
+        )
     return text
 
 
@@ -160,6 +166,8 @@ its handlers and the server share the machine's cores, as a worker and a local s
   message (`+ACK`). The rate at which one connection can drain a work queue.
 - **hand-made enqueue**: what `enqueue_many` does, by hand: per task save with
   `Nats-Expected-Last-Subject-Sequence: 0`, event publish, work item with `Nats-Msg-Id`, in chunks of 512.
+- **hand-made enqueue (sequential)**: what one `enqueue` at a time does, by hand: the save (awaited), the event,
+  the work item (awaited), one task after the other; as many tasks as the sequential `enqueue` below.
 - **hand-made cycle**: the per-task JetStream operations of the library (upstream sections 3.2 and 3.3) written
   directly with nats-py and orjson dicts, on the same streams and `WORKERS` consumer `asyncjobs.connect` creates,
   with 10 concurrent slots: pull one item, `STREAM.MSG.GET` the task by `last_by_subj`, save it `active` with the
