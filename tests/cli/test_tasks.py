@@ -375,6 +375,23 @@ async def test_retry_many_retries_the_failed_tasks_that_match(run_ajc: RunAjc, n
         assert bad.code == 2 and "Traceback" not in bad.err
 
 
+async def test_retry_many_goes_past_one_batch_and_reports_a_missing_target_queue(
+    run_ajc: RunAjc, nats_url: str
+) -> None:
+    count = 450  # more than the retries sent at once, and not a multiple of them
+    async with await asyncjobs.connect(nats_url) as client:
+        await client.enqueue_many([asyncjobs.Task("t:many", {"i": i}) for i in range(count)])
+        missing = await run_ajc("tasks", "retry", "--state", "new", "--queue", "NOWHERE", "-f")
+        assert missing.code == 1 and missing.out == f"Retried 0 of {count:,} tasks\n", missing.err
+        errors = missing.err.splitlines()
+        assert len(errors) == count and all("queue 'NOWHERE' not found" in line for line in errors)
+        assert {t.state.value async for t in client.admin.tasks(task_type="t:many")} == {"new"}
+        done = await run_ajc("tasks", "retry", "--state", "new", "-f")
+        assert (done.code, done.out) == (0, f"Retried {count} tasks\n"), done.err
+        states = [t.state.value async for t in client.admin.tasks(task_type="t:many")]
+        assert len(states) == count and set(states) == {"retry"}
+
+
 # ---- watch -------------------------------------------------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from datetime import timedelta
@@ -22,6 +23,8 @@ __all__ = ["task_store_block", "tasks"]
 
 DEFAULT_QUEUE = "DEFAULT"
 DEFAULT_LIST_LIMIT = 200
+RETRY_IN_FLIGHT = 200
+"""Bulk retries sent at once (``tasks retry --failed``/``--state``)."""
 STATE_NAMES = tuple(state.value for state in TaskState if state.value)
 """The task states a filter may name (the wire names)."""
 
@@ -226,27 +229,37 @@ async def _retry_many(
         out.line("No tasks to retry")
         return
     out.confirm(f"Really retry {len(found):,} tasks", force=force)
-    failures: list[str] = []
-    clients: dict[str, Any] = {}  # one client per target queue; None where the queue does not exist
+    targets = {task.id: queue_name or task.queue or DEFAULT_QUEUE for task in found}
+    clients: dict[str, Any] = {}  # one client per target queue, or why there is none
     async with contextlib.AsyncExitStack() as stack:
-        with out.progress("Retrying tasks", total=len(found)) as bar:
-            for task in found:
-                target = queue_name or task.queue or DEFAULT_QUEUE
-                try:
-                    if target not in clients:
-                        try:
-                            clients[target] = await stack.enter_async_context(
-                                session().client(queue=queue_binding(target), init=True)
-                            )
-                        except asyncjobs.QueueNotFound:
-                            clients[target] = None
-                    if clients[target] is None:
-                        failures.append(f"task {task.id}: {queue_missing(target)}")
-                    else:
-                        await clients[target].retry_task(task.id, force=force)
-                except asyncjobs.AsyncJobsError as exc:
-                    failures.append(f"task {task.id}: {exc}")
+        for target in dict.fromkeys(targets.values()):
+            try:
+                binding = queue_binding(target)
+                clients[target] = await stack.enter_async_context(session().client(queue=binding, init=True))
+            except asyncjobs.QueueNotFound:
+                clients[target] = queue_missing(target)
+            except asyncjobs.AsyncJobsError as exc:
+                clients[target] = str(exc)
+
+        async def retry_one(task_id: str) -> str | None:
+            client = clients[targets[task_id]]
+            try:
+                if isinstance(client, str):
+                    return f"task {task_id}: {client}"
+                await client.retry_task(task_id, force=force)
+                return None
+            except asyncjobs.AsyncJobsError as exc:
+                return f"task {task_id}: {exc}"
+            finally:
                 bar.advance()
+
+        outcomes: list[str | None] = []
+        with out.progress("Retrying tasks", total=len(found)) as bar:
+            # A few hundred at a time: each retry is a load, a save and a publish, which overlap.
+            for start in range(0, len(found), RETRY_IN_FLIGHT):
+                chunk = found[start : start + RETRY_IN_FLIGHT]
+                outcomes += await asyncio.gather(*(retry_one(task.id) for task in chunk))
+    failures = [outcome for outcome in outcomes if outcome is not None]
     for failure in failures:
         click.echo(f"ajc: error: {failure}", err=True)
     retried = len(found) - len(failures)
