@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Iterable
+from collections.abc import Iterable
 from enum import Enum
 from types import TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, Self
 
 from nats.aio.client import Client as NATS
 
@@ -19,6 +19,7 @@ from asyncjobs.errors import (
     InvalidTaskStateError,
 )
 from asyncjobs.events import EventStream, iterate_events, wait_final
+from asyncjobs.finishing import Finishing
 from asyncjobs.jsapi import JetStream
 from asyncjobs.kv import KeyValue
 from asyncjobs.options import ClientOptions
@@ -37,7 +38,6 @@ from asyncjobs.worker import Worker
 
 log = logging.getLogger("asyncjobs")
 
-T = TypeVar("T")
 
 SIGN_YIELD_EVERY: Final = 256
 
@@ -76,7 +76,7 @@ class Client:
         self._queue = options.queue
         self._state = _Lifecycle.NEW
         self._workers: set[asyncio.Task[None]] = set()
-        self._enqueues: set[asyncio.Future[Any]] = set()
+        self._finishing = Finishing()
         self._monitor: Monitor | None = None
         self._created_queue = False
         self.admin = Admin(
@@ -88,7 +88,7 @@ class Client:
         )
         """Queue and task-store administration."""
         self.staged = StagedTasks(
-            self._storage, self._js, lambda: self._queue, self._sign, self._shielded, self._check_open
+            self._storage, self._js, lambda: self._queue, self._sign, self._finishing.shielded, self._check_open
         )
         """Tasks stored without a work item and released onto the queue later (workflows, approval gates)."""
 
@@ -189,9 +189,9 @@ class Client:
         self._sign(task)
         self._created_queue = False  # a queue this client enqueues to is the one meant
         if self._options.pipeline_enqueue:
-            await self._shielded(enqueue_pipelined(self._storage, task, self._queue))
+            await self._finishing.shielded(enqueue_pipelined(self._storage, task, self._queue))
         else:
-            await self._shielded(self._storage.enqueue(task, self._queue))
+            await self._finishing.resumed(lambda: self._storage.enqueue(task, self._queue))
         return task
 
     async def enqueue_many(self, tasks: Iterable[Task], *, return_exceptions: bool = False) -> list[Any]:
@@ -212,23 +212,11 @@ class Client:
             self._sign(task)
             if n % SIGN_YIELD_EVERY == 0 and self._signer is not None:
                 await asyncio.sleep(0)  # signing is CPU work: let the loop breathe between chunks
-        outcomes: list[Any] = await self._shielded(self._storage.enqueue_many(batch, self._queue))
+        outcomes: list[Any] = await self._finishing.shielded(self._storage.enqueue_many(batch, self._queue))
         failures = [o for o in outcomes if isinstance(o, AsyncJobsError)]
         if failures and not return_exceptions:
             raise ExceptionGroup(f"{len(failures)} of {len(batch)} tasks could not be enqueued", failures)
         return outcomes
-
-    async def _shielded(self, work: Coroutine[Any, Any, T]) -> T:
-        """Run ``work`` to its end even if the caller is cancelled (a half-done enqueue is never left behind)."""
-        job = asyncio.ensure_future(work)
-        self._enqueues.add(job)
-        job.add_done_callback(self._enqueues.discard)
-        try:
-            return await asyncio.shield(job)
-        except asyncio.CancelledError:
-            # Nobody will see how it ends: say it in the log if it fails.
-            job.add_done_callback(_report_abandoned)
-            raise
 
     async def get_task(self, task_id: str) -> Task:
         """Load a task by id (verifying its signature when a verification key is set).
@@ -268,7 +256,7 @@ class Client:
         task.result = None
         task.tries = 0
         task.dependency_results = {}
-        await self._shielded(self._storage.enqueue(task, self._queue, dedupe=False))
+        await self._finishing.shielded(self._storage.enqueue(task, self._queue, dedupe=False))
         return task
 
     async def wait(self, task_id: str, *, timeout: float | None = None) -> Task:
@@ -394,9 +382,8 @@ class Client:
             worker.cancel()
         if workers:
             await asyncio.gather(*workers, return_exceptions=True)
-        if self._enqueues:
-            # Enqueues whose callers were cancelled still finish, so that no task is left half enqueued.
-            await asyncio.wait(list(self._enqueues), timeout=self._options.retry_window + self._options.request_timeout)
+        # Enqueues whose callers were cancelled still finish, so that no task is left half enqueued.
+        await self._finishing.wait(self._options.retry_window + self._options.request_timeout)
         if self._monitor is not None:
             monitor, self._monitor = self._monitor, None
             await monitor.close()
@@ -417,9 +404,3 @@ class Client:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close()
-
-
-def _report_abandoned(job: asyncio.Future[Any]) -> None:
-    """An enqueue whose caller was cancelled ran on to its end; log its failure, which no caller receives."""
-    if not job.cancelled() and job.exception() is not None:
-        log.warning("an enqueue whose caller was cancelled failed: %s", job.exception())

@@ -48,6 +48,37 @@ async def test_cancelled_enqueue_still_completes(make_client: ClientFactory) -> 
     await eventually(lambda: _all_stored_withqueued_items(client, tasks), message="every cancelled enqueue finished")
 
 
+async def test_an_enqueue_cancelled_between_its_two_writes_is_finished_once(
+    make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cancellation lands after the task is stored and before its item is published: the enqueue finishes in the
+    # background with one stored task and one item, and the caller sees its cancellation at once.
+    client = await make_client(queue="BETWEEN")
+    storage = client._storage
+    publish_item = storage.publish_item
+    cancelled: list[str] = []
+
+    async def cancel_first(task: asyncjobs.Task, *args: object, **kwargs: object) -> None:
+        me = asyncio.current_task()
+        if not cancelled and me is not None:
+            cancelled.append(task.id)
+            me.cancel()
+            await asyncio.sleep(0)  # the cancellation lands here
+        await publish_item(task, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(storage, "publish_item", cancel_first)
+    task = asyncjobs.Task("x")
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.create_task(client.enqueue(task))
+    assert cancelled == [task.id]
+    await eventually(lambda: _all_stored_withqueued_items(client, [task]), message="the enqueue finished")
+    await client.close()  # waits for the finishing enqueue
+    fresh = await make_client(queue="BETWEEN")
+    stored = await fresh.get_task(task.id)
+    assert (stored.state, stored.queue) == (TaskState.NEW, "BETWEEN")
+    assert await queued_items(fresh) == 1
+
+
 async def test_a_cancelled_enqueue_that_fails_says_so_in_the_log(
     make_client: ClientFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
