@@ -38,7 +38,6 @@ from asyncjobs.worker import Worker
 
 log = logging.getLogger("asyncjobs")
 
-
 SIGN_YIELD_EVERY: Final = 256
 
 

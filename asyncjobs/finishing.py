@@ -23,9 +23,6 @@ class Finishing:
     def __init__(self) -> None:
         self._jobs: set[asyncio.Future[Any]] = set()
 
-    def __len__(self) -> int:
-        return len(self._jobs)
-
     async def shielded(self, work: Coroutine[Any, Any, T]) -> T:
         """Run ``work`` in a task of its own, to its end even if the caller is cancelled."""
         job = asyncio.ensure_future(work)
