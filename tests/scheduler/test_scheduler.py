@@ -110,7 +110,7 @@ async def test_schedules_crud(make_client: ClientFactory) -> None:
 async def test_one_scheduler_fires_each_due_time_once(make_client: ClientFactory) -> None:
     client = await make_client()
     clock = ManualClock(datetime.now(UTC))
-    await Schedules(client).add(Schedule("tick", "@every 10s", "tick", misfire="run_all"))
+    await Schedules(client, clock=clock).add(Schedule("tick", "@every 10s", "tick", misfire="run_all"))
     scheduler = Scheduler(client, name="solo", clock=clock)
     async with running(scheduler):
         await leader(scheduler)
@@ -125,7 +125,7 @@ async def test_one_scheduler_fires_each_due_time_once(make_client: ClientFactory
 async def test_three_schedulers_fire_each_due_time_once(make_client: ClientFactory) -> None:
     clock = ManualClock(datetime.now(UTC))
     first = await make_client()
-    await Schedules(first).add(Schedule("shared", "@every 5s", "shared", misfire="run_all"))
+    await Schedules(first, clock=clock).add(Schedule("shared", "@every 5s", "shared", misfire="run_all"))
     schedulers = [Scheduler(await make_client(), name=f"s{n}", clock=clock) for n in range(3)]
     async with running(*schedulers):
         await leader(*schedulers)
@@ -141,7 +141,8 @@ async def test_three_schedulers_fire_each_due_time_once(make_client: ClientFacto
 async def test_a_successor_catches_up_missed_due_times(make_client: ClientFactory) -> None:
     clock = ManualClock(datetime.now(UTC))
     client = await make_client()
-    await Schedules(client).add(Schedule("every", "@every 10s", "every", misfire="run_all", catchup_window=3600))
+    every = Schedule("every", "@every 10s", "every", misfire="run_all", catchup_window=3600)
+    await Schedules(client, clock=clock).add(every)
     first = Scheduler(client, name="first", clock=clock)
     async with running(first):
         await leader(first)
@@ -250,7 +251,7 @@ async def _items(client: asyncjobs.Client, expected: int) -> bool | None:
 async def test_overlap_skip_waits_for_the_previous_task(make_client: ClientFactory) -> None:
     clock = ManualClock(datetime.now(UTC))
     client = await make_client()
-    await Schedules(client).add(Schedule("busy", "@every 10s", "busy", overlap="skip"))
+    await Schedules(client, clock=clock).add(Schedule("busy", "@every 10s", "busy", overlap="skip"))
     scheduler = Scheduler(client, name="overlap", clock=clock)
     async with running(scheduler):
         await leader(scheduler)
@@ -293,7 +294,7 @@ async def test_jitter_delays_the_task_the_same_way_everywhere(make_client: Clien
 async def test_a_new_leader_announces_itself_and_counts_what_it_fires(make_client: ClientFactory) -> None:
     clock = ManualClock(datetime.now(UTC))
     client = await make_client()
-    await Schedules(client).add(Schedule("counted", "@every 10s", "counted"))
+    await Schedules(client, clock=clock).add(Schedule("counted", "@every 10s", "counted"))
     before = METRICS.scheduler_scheduled_count.value("counted", "SCHED")
     async with client.events() as events:
         scheduler = Scheduler(client, name="announcer", clock=clock)
