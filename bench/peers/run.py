@@ -78,11 +78,11 @@ class Span:
     first_count: int
     end: float
     target: int
-    rss_peak: int
-    pss_peak: int
-    worker_cpu_s: float = float("nan")
+    peak: env.Memory
+    """The worker command's memory at its highest sample."""
+    worker_cpu_s: float
     """CPU time of the worker command's processes over the span."""
-    server_cpu_s: float = float("nan")
+    server_cpu_s: float
     """CPU time of the servers (Redis, and nats-server for a NATS system) over the span."""
 
     @property
@@ -90,7 +90,15 @@ class Span:
         done, seconds = self.target - self.first_count, self.end - self.start
         return done / seconds if done > 0 and seconds > 0 else float("nan")
 
-    def cpu_us_per_task(self, cpu_s: float) -> float:
+    @property
+    def worker_us_per_task(self) -> float:
+        return self._per_task_us(self.worker_cpu_s)
+
+    @property
+    def server_us_per_task(self) -> float:
+        return self._per_task_us(self.server_cpu_s)
+
+    def _per_task_us(self, cpu_s: float) -> float:
         done = self.target - self.first_count
         return cpu_s / done * 1e6 if done > 0 else float("nan")
 
@@ -170,7 +178,7 @@ class Bench:
                 first, cpu = (now, count), (worker.cpu_seconds(), self.server_cpu_seconds())
             if count >= target and first is not None:
                 worker_cpu, server_cpu = worker.cpu_seconds() - cpu[0], self.server_cpu_seconds() - cpu[1]
-                return Span(first[0], first[1], now, target, peak.rss, peak.pss, worker_cpu, server_cpu)
+                return Span(first[0], first[1], now, target, peak, worker_cpu, server_cpu)
             if worker.returncode is not None:
                 raise EnvError(f"the worker exited ({worker.returncode}) at {count} of {target} tasks")
             if time.monotonic() > deadline:
@@ -240,9 +248,9 @@ async def one_round(bench: Bench, system: SystemResults) -> None:
         if drained is not None:
             span = drained[0]
             system.add("drain", span.rate)
-            system.add("cpu_worker", span.cpu_us_per_task(span.worker_cpu_s))
-            system.add("cpu_server", span.cpu_us_per_task(span.server_cpu_s))
-            peaks.append(env.Memory(span.rss_peak, span.pss_peak))
+            system.add("cpu_worker", span.worker_us_per_task)
+            system.add("cpu_server", span.server_us_per_task)
+            peaks.append(span.peak)
             system.default_concurrency = drained[1]
     queue, counter = await bench.fresh("batch")
     rate = await step(system, "bulk enqueue", bench.enqueue(queue, counter, n, batch=True))
@@ -275,11 +283,11 @@ async def steady_stage(bench: Bench, system: SystemResults, queue: str, counter:
         if latency is not None:
             system.add("lat_p50", latency[0])
             system.add("lat_p99", latency[1])
-        span = await step(system, "steady state", bench.steady(queue, counter, worker))
+        span: Span | None = await step(system, "steady state", bench.steady(queue, counter, worker))
         if span is None:
             return None
         system.add("steady", span.rate)
-        return env.Memory(span.rss_peak, span.pss_peak)
+        return span.peak
 
 
 async def sweep(bench: Bench, system: SystemResults) -> None:
